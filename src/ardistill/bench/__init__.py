@@ -1,0 +1,1 @@
+"""Timing harnesses: steady-state medians after warm-up, ratios measured side by side."""

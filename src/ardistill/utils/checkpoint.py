@@ -1,0 +1,154 @@
+"""Strict checkpoint loading shared by every network (STYLE.md §5).
+
+Official files come in several wrappers ({"model": sd}, {"ema": sd}, {"module": sd},
+{"state_dict": sd}, raw) and sometimes with a DDP "module." prefix. `read_state_dict` unwraps
+them; `load_strict` matches every parameter and buffer by name and shape, and fails with a
+message naming the key, both shapes, and the model the file probably belongs to.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+# Wrapper keys seen in the official releases, in the order they are tried.
+WRAPPER_KEYS = ("ema", "model", "module", "state_dict")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or state dict does not fit the model it is loaded into."""
+
+
+def read_file(path: str | Path) -> dict:
+    """Load a `.pt`/`.pth`/`.bin` (torch.save) or `.safetensors` file onto the CPU.
+
+    torch files are read with `weights_only=True`; a file that needs pickle raises a
+    CheckpointError saying so rather than silently executing code from it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except SafetensorError as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_mmap_ok(path))
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
+    except Exception as e:  # pickle.UnpicklingError from weights_only
+        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+            raise CheckpointError(
+                f"{path}: this file needs full pickle loading (it stores Python objects beside "
+                "the weights), which ardistill refuses because it can execute code. Re-save "
+                "its state dict with `torch.save(obj['model'], 'clean.pt')` in a trusted "
+                f"environment. Original error: {str(e).splitlines()[0]}"
+            ) from e
+        raise
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return dict(obj)
+
+
+def _mmap_ok(path: Path) -> bool:
+    # mmap needs the zip format (torch >= 1.6 default); legacy files fall back to a plain read.
+    return zipfile.is_zipfile(path)
+
+
+def unwrap_state_dict(obj: Mapping) -> dict[str, Tensor]:
+    """Return the flat {name: tensor} mapping inside an official checkpoint object."""
+    cur: Mapping = obj
+    for _ in range(3):
+        if cur and all(isinstance(v, Tensor) for v in cur.values()):
+            break
+        for key in WRAPPER_KEYS:
+            inner = cur.get(key)
+            if isinstance(inner, Mapping) and inner:
+                cur = inner
+                break
+        else:
+            break
+    tensors = {k: v for k, v in cur.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(
+            f"no state dict found: top-level keys are {sorted(map(str, obj.keys()))[:10]}"
+        )
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    if all(k.startswith("_orig_mod.") for k in tensors):  # torch.compile wrapper
+        tensors = {k[len("_orig_mod.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    return unwrap_state_dict(read_file(path))
+
+
+def load_strict(
+    module: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    *,
+    what: str,
+    transient: Iterable[str] = (),
+    key_map: Mapping[str, str] | None = None,
+    assign: bool = False,
+) -> None:
+    """Load `state_dict` into `module`, every parameter and buffer matched by name and shape.
+
+    transient: regexes of keys that may be present in a file but are not weights (KV caches,
+        rotary tables); they are dropped. Any other unknown key is an error.
+    key_map: explicit renames {file key: module key}, applied first.
+    assign: use `load_state_dict(assign=True)` (for modules built on the meta device).
+    what: the model's name, used in error messages ("LlamaGen GPT-B c2i").
+    """
+    pats = [re.compile(p) for p in transient]
+    sd = {}
+    for k, v in state_dict.items():
+        k = key_map.get(k, k) if key_map else k
+        if any(p.fullmatch(k) for p in pats):
+            continue
+        sd[k] = v
+    own = module.state_dict(keep_vars=True)
+    own = {k: v for k, v in own.items() if not any(p.fullmatch(k) for p in pats)}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(_mismatch_message(what, missing, unexpected, len(own), len(sd)))
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(sd[k].shape):
+            raise CheckpointError(
+                f"{what}: shape mismatch for '{k}': checkpoint {tuple(sd[k].shape)} vs model "
+                f"{tuple(v.shape)} (a checkpoint of another size or model?)"
+            )
+    sd = {k: v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v
+          for k, v in sd.items()}
+    module.load_state_dict(sd, strict=True, assign=assign)
+
+
+def _mismatch_message(what: str, missing: list, unexpected: list, n_own: int, n_file: int) -> str:
+    lines = [f"{what}: the checkpoint does not match this model "
+             f"({n_file} weights in the file, {n_own} in the model)."]
+    if missing:
+        lines.append(f"  missing from the checkpoint ({len(missing)}): {_short(missing)}")
+    if unexpected:
+        lines.append(f"  not in the model ({len(unexpected)}): {_short(unexpected)}")
+    if len(missing) > n_own // 2:
+        lines.append("  Most weights are missing: is this a checkpoint of another model family?")
+    return "\n".join(lines)
+
+
+def _short(keys: list[str], n: int = 6) -> str:
+    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
