@@ -174,6 +174,7 @@ class DecodeSession(Protocol):
 class Teacher(Protocol):
     """A pretrained AR teacher plus its VQ tokenizer, as DD sees it."""
 
+    name: str  # preset name ("llamagen-b", "mnist-var", ...)
     family: str  # "llamagen" | "var"
     layout: TokenLayout
     vocab_size: int
@@ -181,6 +182,10 @@ class Teacher(Protocol):
     num_classes: int  # 0 for text-conditional teachers
     image_size: int  # pixels per side of decoded images
     default_sampling: SamplingConfig
+
+    def fingerprint(self) -> str:
+        """Hex digest of all weights (model + tokenizer): the teacher's identity in datasets."""
+        ...
 
     def dd_codebook(self) -> Tensor:
         """(V, d) float32 codebook as DD sees it: LlamaGen L2-normalised rows, VAR raw."""

@@ -152,3 +152,22 @@ def _short(keys: list[str], n: int = 6) -> str:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def fingerprint(*modules: nn.Module) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of every tensor in the state dicts.
+
+    Identical weights give identical digests on any machine (tensors are hashed as contiguous
+    little-endian CPU bytes, in sorted key order).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for i, m in enumerate(modules):
+        for k, v in sorted(m.state_dict().items()):
+            t = v.detach().to("cpu").contiguous()
+            h.update(f"{i}:{k}:{tuple(t.shape)}:{t.dtype}".encode())
+            if t.dtype == torch.bfloat16:
+                t = t.view(torch.int16)
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
