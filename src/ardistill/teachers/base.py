@@ -34,7 +34,7 @@ class TokenLayout:
 
     def __post_init__(self) -> None:
         if self.kind not in ("raster", "multiscale"):
-            raise ValueError(f"TokenLayout.kind must be 'raster' or 'multiscale', got {self.kind!r}")
+            raise ValueError(f"TokenLayout.kind must be raster or multiscale, not {self.kind!r}")
         if self.kind == "multiscale" and (not self.patch_nums or self.patch_nums[-1] != self.grid):
             raise ValueError(f"multiscale layout needs patch_nums ending at grid={self.grid}")
 

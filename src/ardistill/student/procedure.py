@@ -1,0 +1,125 @@
+"""The DD sampling procedure on top of any `Student` (method.md §3, §6).
+
+Everything is in AR steps through `TokenLayout`: at DD timestep `t` the first `layout.begin(t)`
+positions hold data (codebook vectors) and the rest hold the ORIGINAL noise. These functions
+match the official release (`eval_fewstep.py`, `VAR/sample.py`), which the oracle pack records:
+
+- `perturb(x, noise, t)`: data before `begin(t)`, the same initial noise after;
+- `final_predict`: student outputs from `begin(t)` on; before it the input vectors and one-hot
+  logits at their nearest codeword (at t = 0 the raw outputs);
+- `final_sequence(..., split)`: `codebook[argmax logits]` before `begin(split)`, the continuous
+  head from there on;
+- `few_step`: `x = noise`; for t in t_list:
+  `x = final_sequence(final_predict(student(perturb(x))))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ardistill.student.base import Student, StudentOutput
+from ardistill.teachers.base import Condition, TokenLayout
+
+
+def data_mask(layout: TokenLayout, t: Tensor, n: int | None = None) -> Tensor:
+    """(B,) int64 timesteps -> (B, N) bool, True at data positions (< layout.begin(t))."""
+    n = layout.num_positions if n is None else n
+    begins = torch.tensor([layout.begin(s) for s in range(layout.num_steps + 1)], device=t.device)
+    return torch.arange(n, device=t.device)[None, :] < begins[t.long()][:, None]
+
+
+def perturb(layout: TokenLayout, x_data: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """X_t: x_data (B, N, d) before begin(t), noise (B, N, d) after. t: (B,) int64."""
+    m = data_mask(layout, t, x_data.shape[1])[..., None]
+    return torch.where(m, x_data, noise)
+
+
+def nearest_codes(x: Tensor, codebook: Tensor, chunk: int = 4096) -> Tensor:
+    """argmin_v ||codebook[v] - x||^2 for x (..., d), codebook (V, d) -> (...) int64.
+
+    Computed as ||x||^2 + ||c||^2 - 2 x.c in float32, in chunks of rows (memory bounded)."""
+    flat = x.reshape(-1, x.shape[-1]).float()
+    cb = codebook.float()
+    c2 = (cb * cb).sum(-1)
+    out = torch.empty(flat.shape[0], dtype=torch.long, device=x.device)
+    for i in range(0, flat.shape[0], chunk):
+        xs = flat[i : i + chunk]
+        d = (xs * xs).sum(-1, keepdim=True) + c2[None] - 2.0 * xs @ cb.T
+        out[i : i + chunk] = d.argmin(-1)
+    return out.view(x.shape[:-1])
+
+
+def final_predict(
+    layout: TokenLayout, out: StudentOutput, x_t: Tensor, t: Tensor, codebook: Tensor
+) -> StudentOutput:
+    """Keep the given data before begin(t): its vectors and one-hot logits (0 at the nearest
+    codeword, -inf elsewhere); student outputs from begin(t) on. Shapes as StudentOutput."""
+    if bool((t == 0).all()):
+        return out
+    m = data_mask(layout, t, x_t.shape[1])
+    idx = nearest_codes(x_t, codebook)
+    onehot = torch.full_like(out.logits, float("-inf"))
+    onehot.scatter_(-1, idx[..., None], 0.0)
+    conti = torch.where(m[..., None], x_t.to(out.conti.dtype), out.conti)
+    logits = torch.where(m[..., None], onehot, out.logits)
+    return StudentOutput(conti, logits)
+
+
+def final_sequence(
+    layout: TokenLayout, fp: StudentOutput, split: int, codebook: Tensor
+) -> Tensor:
+    """(B, N, d): codebook[argmax logits] at positions < begin(split), continuous head after."""
+    n_disc = layout.begin(split)
+    snapped = codebook[fp.logits[:, :n_disc].argmax(-1)].to(fp.conti.dtype)
+    return torch.cat([snapped, fp.conti[:, n_disc:]], dim=1)
+
+
+def step(
+    student: Student,
+    x: Tensor,
+    noise: Tensor,
+    cond: Condition,
+    t: int,
+    split: int,
+    codebook: Tensor,
+) -> Tensor:
+    """One DD step at timestep t: (B, N, d) current sequence -> (B, N, d) new sequence."""
+    layout = student.layout
+    tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    x_t = perturb(layout, x, noise, tt)
+    out = student(x_t, cond, tt)
+    return final_sequence(layout, final_predict(layout, out, x_t, tt, codebook), split, codebook)
+
+
+@torch.no_grad()
+def few_step(
+    student: Student,
+    noise: Tensor,
+    cond: Condition,
+    t_list: Sequence[int],
+    split: int,
+    codebook: Tensor,
+    return_all: bool = False,
+) -> Tensor | list[Tensor]:
+    """The official few-step sampler: noise (B, N, d) -> (B, N, d) final sequence.
+
+    t_list: increasing DD timesteps, starting at 0 ([0] for 1-step, [0, t2] for 2-step).
+    return_all: also return the sequence after every step (a list, last = final)."""
+    _check_t_list(student.layout, t_list)
+    x, seqs = noise, []
+    for t in t_list:
+        x = step(student, x, noise, cond, int(t), split, codebook)
+        seqs.append(x)
+    return seqs if return_all else x
+
+
+def _check_t_list(layout: TokenLayout, t_list: Sequence[int]) -> None:
+    if not t_list or int(t_list[0]) != 0:
+        raise ValueError(f"t_list must start at 0, got {list(t_list)}")
+    if any(int(b) <= int(a) for a, b in zip(t_list, t_list[1:])):
+        raise ValueError(f"t_list must be strictly increasing, got {list(t_list)}")
+    if int(t_list[-1]) >= layout.num_steps:
+        raise ValueError(f"t_list {list(t_list)} reaches past the last step {layout.num_steps - 1}")
