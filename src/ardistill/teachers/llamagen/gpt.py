@@ -110,10 +110,11 @@ class Attention(nn.Module):
         mask: Tensor | None = None,
         kv: tuple[Tensor, Tensor] | None = None,
         pos: Tensor | None = None,
+        kv_len: int | None = None,
     ) -> Tensor:
         """x: (B, S, dim); rope: (S, hd/2, 2); mask: bool (B|1, 1, S, K) True = attend, None =
-        causal. kv: this layer's caches (B, n_kv, max_len, hd), written at `pos` (S,) int64;
-        with a cache the mask must cover all max_len keys."""
+        causal. kv: this layer's caches (B, n_kv, max_len, hd), written at `pos` (S,) int64,
+        then attended over their first `kv_len` positions (all when None); K must match."""
         b, s, _ = x.shape
         kv_size = self.n_kv * self.head_dim
         q, k, v = self.wqkv(x).split([self.n_head * self.head_dim, kv_size, kv_size], dim=-1)
@@ -123,7 +124,7 @@ class Attention(nn.Module):
         if kv is not None:
             kv[0].index_copy_(2, pos, k)
             kv[1].index_copy_(2, pos, v)
-            k, v = kv
+            k, v = kv if kv_len is None else (kv[0][:, :, :kv_len], kv[1][:, :, :kv_len])
         if self.n_kv != self.n_head:  # GQA: query head h uses kv head h // group
             k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
@@ -158,8 +159,9 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x, rope, mask=None, kv=None, pos=None) -> Tensor:
-        h = x + self.drop_path(self.attention(self.attention_norm(x), rope, mask, kv, pos))
+    def forward(self, x, rope, mask=None, kv=None, pos=None, kv_len=None) -> Tensor:
+        attn = self.attention(self.attention_norm(x), rope, mask, kv, pos, kv_len)
+        h = x + self.drop_path(attn)
         return h + self.drop_path(self.feed_forward(self.ffn_norm(h)))
 
 
@@ -248,13 +250,15 @@ class GPT(nn.Module):
         return self.cls_embedding.null(cond)
 
     def run(self, h: Tensor, rope: Tensor, mask: Tensor | None = None,
-            cache: KVCache | None = None, pos: Tensor | None = None) -> Tensor:
+            cache: KVCache | None = None, pos: Tensor | None = None,
+            kv_len: int | None = None) -> Tensor:
         """Blocks + final norm + head. h: (B, S, dim) input embeddings; returns (B, S, V)
-        float32 logits. `cache` rows beyond B are left untouched (cache[:B] is used)."""
+        float32 logits. `cache` rows beyond B are left untouched (cache[:B] is used);
+        kv_len: attend only the first kv_len cached positions (eager decoding)."""
         rows = h.shape[0]
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i, :rows], cache.v[i, :rows])
-            h = layer(h, rope, mask, kv, pos)
+            h = layer(h, rope, mask, kv, pos, kv_len)
         return self.output(self.norm(h)).float()
 
     def forward(self, idx: Tensor, cond: Tensor, mask: Tensor | None = None,

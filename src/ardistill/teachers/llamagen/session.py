@@ -56,13 +56,16 @@ class LlamaGenSession:
         sampling: SamplingConfig,
         prefix: Tensor | None,
         run: Callable[..., Tensor],
+        static: bool = False,
     ) -> None:
         """cond_in: (R, ...) conditions, conditional half first when CFG is on;
         cond_mask: (R, T) bool caption validity (t2i) or None; prefix: (B, k) int64;
-        run: `gpt.run` or its compiled version, used for the per-token steps."""
+        run: `gpt.run` or its compiled version, used for the per-token steps; static: attend
+        the whole cache under the mask (fixed shapes for torch.compile) instead of the
+        written part only (faster in eager mode)."""
         check_filter_args(sampling.temperature, sampling.top_k, sampling.top_p)
         cfg = gpt.config
-        self.gpt, self.sampling, self._run = gpt, sampling, run
+        self.gpt, self.sampling, self._run, self._static = gpt, sampling, run, static
         self.cfg_on = sampling.cfg_scale > 1.0
         self.rows = cond_in.shape[0]
         self.batch = self.rows // 2 if self.cfg_on else self.rows
@@ -133,5 +136,9 @@ class LlamaGenSession:
         idx = torch.cat([idx, idx])[:rows] if self.cfg_on else idx
         h = self.gpt.tok_embeddings(idx.view(rows, 1))
         rope = self.rope.index_select(0, self._pos)  # tensor index: static shapes for compile
-        logits = self._run(h, rope, self._mask[:rows], self.cache, self._pos)
+        if self._static:
+            logits = self._run(h, rope, self._mask[:rows], self.cache, self._pos)
+        else:
+            mask = self._mask[:rows, :, :, : p + 1]
+            logits = self._run(h, rope, mask, self.cache, self._pos, kv_len=p + 1)
         self._logits[:rows] = logits[:, -1]

@@ -150,7 +150,7 @@ class LlamaGenTeacher:
             if self._compiled is None:
                 self._compiled = torch.compile(self.gpt.run, dynamic=False)
             run = self._compiled
-        return LlamaGenSession(self.gpt, cond_t, cap_mask, sampling, prefix, run)
+        return LlamaGenSession(self.gpt, cond_t, cap_mask, sampling, prefix, run, static=compile)
 
     def dd_codebook(self) -> Tensor:
         """(V, d) float32 L2-normalised codebook (the VQ's codewords as decoded)."""
