@@ -25,6 +25,11 @@ def _packing_supported() -> bool:
     )
 
 
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
 class FastLinear(nn.Linear):
     """A drop-in `nn.Linear` (same parameters and keys) with the packed CPU path."""
 
@@ -41,6 +46,7 @@ class FastLinear(nn.Linear):
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
+            and not _compiling()  # under torch.compile inductor picks its own kernels
         )
 
     def _packed_weight(self) -> Tensor:
