@@ -107,7 +107,8 @@ def test_shape_unknown_and_missing_keys_are_errors(tmp_path, tiny):
     preset = tiny_preset(tiny)
     vq_file = _save(tmp_path, "vq.pt", tiny["vq"])
     bad = dict(tiny["c2i"], **{"layers.1.attention.wo.weight": torch.zeros(64, 32)})
-    with pytest.raises(CheckpointError, match=r"layers\.1\.attention\.wo\.weight.*\(64, 32\).*\(64, 64\)"):
+    msg = r"layers\.1\.attention\.wo\.weight.*\(64, 32\).*\(64, 64\)"
+    with pytest.raises(CheckpointError, match=msg):
         build_teacher(preset, model_ckpt=_save(tmp_path, "a.pt", bad), tokenizer_ckpt=vq_file)
     extra = dict(tiny["c2i"], **{"layers.0.attention.bias": torch.zeros(3)})
     with pytest.raises(CheckpointError, match=r"not in the model.*layers\.0\.attention\.bias"):
@@ -169,7 +170,8 @@ def test_preset_table_and_detection():
             sd = GPT(p.model_config).state_dict()
         assert detect_preset(sd) == name
     assert PRESETS["llamagen-b"].dd == DDDefaults(t2=80, split=80)
-    assert PRESETS["llamagen-l"].dd == DDDefaults(t2=80, split=130, split_teacher_involved=(180, 220))
+    l_dd = DDDefaults(t2=80, split=130, split_teacher_involved=(180, 220))
+    assert PRESETS["llamagen-l"].dd == l_dd
     assert PRESETS["llamagen-xl"].dd == DDDefaults(t2=80, split=130)
     assert PRESETS["llamagen-xl-t2i"].model_config.cls_token_num == 120
     assert detect_preset({"quantize.embedding.weight": torch.zeros(4, 2)}) is None
