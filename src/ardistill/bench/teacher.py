@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ardistill.cli import CLIError
 from ardistill.teachers.base import MultinomialChooser, decode
 from ardistill.teachers.registry import all_presets, load_teacher
 
@@ -97,17 +98,21 @@ print(json.dumps({"batch": batch, "s_per_image": statistics.median(runs), "runs"
 """
 
 
+def _check_official(root: Path) -> None:
+    if not (root / "autoregressive" / "models" / "generate.py").is_file():
+        raise CLIError(f"{root}: not a LlamaGen checkout (no autoregressive/models/generate.py)")
+
+
 def time_official_llamagen(root: Path, batch: int, repeats: int, threads: int) -> dict:
     """Official GPT-B generate() at the DD settings, in a subprocess importing from `root`."""
-    if not (root / "autoregressive" / "models" / "generate.py").is_file():
-        raise FileNotFoundError(f"{root}: not a LlamaGen checkout (autoregressive/models/)")
+    _check_official(root)
     r = subprocess.run(
         [sys.executable, "-c", _OFFICIAL, str(threads), str(batch), str(repeats)],
         cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
         capture_output=True, text=True, check=False,
     )
     if r.returncode != 0:
-        raise RuntimeError(f"official LlamaGen run failed:\n{r.stderr[-2000:]}")
+        raise CLIError(f"the official LlamaGen run failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -132,6 +137,8 @@ def _bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dic
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.official_llamagen is not None:
+        _check_official(args.official_llamagen)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
