@@ -42,7 +42,8 @@ def read_file(path: str | Path) -> dict:
         except SafetensorError as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_mmap_ok(path))
+        with _safe_globals():
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_mmap_ok(path))
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     except Exception as e:  # pickle.UnpicklingError from weights_only
@@ -57,6 +58,17 @@ def read_file(path: str | Path) -> dict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return dict(obj)
+
+
+def _safe_globals():
+    """Allow `argparse.Namespace` (the training `args` that official LlamaGen / VAR files keep
+    beside the weights) under weights_only loading: it only holds plain values."""
+    import argparse
+    import contextlib
+
+    if hasattr(torch.serialization, "safe_globals"):
+        return torch.serialization.safe_globals([argparse.Namespace])
+    return contextlib.nullcontext()
 
 
 def _mmap_ok(path: Path) -> bool:
