@@ -1,0 +1,69 @@
+"""Frechet distance between Gaussian fits of two feature sets (FID, Heusel et al. 2017).
+
+`FID = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`, in float64. The matrix square root
+follows the standard implementations (pytorch-fid, the ADM evaluator): `scipy.linalg.sqrtm`
+of `S1 S2`; when the product is singular (the result is not finite) both covariances get `eps`
+added to the diagonal; a complex result whose imaginary diagonal is not negligible is an error,
+otherwise the real part is kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+
+def _as_f64(x: Tensor | np.ndarray, name: str) -> np.ndarray:
+    arr = x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def gaussian_stats(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """features: (N, F), N >= 2 -> mu (F,) float64, sigma (F, F) float64 (ddof=1, as np.cov)."""
+    f = _as_f64(features, "features")
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"features must be (N, F) with N >= 2, got shape {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Frechet distance of N(mu1, sigma1) and N(mu2, sigma2): mu (F,), sigma (F, F) -> float."""
+    from scipy import linalg
+
+    mu1, mu2 = _as_f64(mu1, "mu1").ravel(), _as_f64(mu2, "mu2").ravel()
+    s1, s2 = np.atleast_2d(_as_f64(sigma1, "sigma1")), np.atleast_2d(_as_f64(sigma2, "sigma2"))
+    d = mu1.shape[0]
+    if mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
+        raise ValueError(
+            f"statistics of different dimensions: mu1 {mu1.shape}, sigma1 {s1.shape}, "
+            f"mu2 {mu2.shape}, sigma2 {s2.shape} (features of different networks?)"
+        )
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        # Singular product: regularise as pytorch-fid / ADM do.
+        offset = np.eye(d) * eps
+        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(covmean):
+        imag = np.abs(np.diagonal(covmean).imag).max()
+        if imag > 1e-3:
+            raise ValueError(f"FID: matrix square root has a large imaginary component {imag:g}")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+
+
+def fid_from_features(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """FID of two feature sets: a (N, F), b (M, F) -> float."""
+    return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+
+
+def fid_to_stats(features: Tensor | np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """FID of a feature set (N, F) against precomputed statistics (the ADM `mu` / `sigma`)."""
+    return frechet_distance(*gaussian_stats(features), mu, sigma)
+
+
+__all__ = ["gaussian_stats", "frechet_distance", "fid_from_features", "fid_to_stats"]
