@@ -14,7 +14,11 @@ def _rotation(d: int, seed: int) -> np.ndarray:
     return q
 
 
-def test_closed_form_commuting_covariances():
+METHODS = ("eigh", "sqrtm")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_closed_form_commuting_covariances(method):
     # Same eigenbasis: FID = |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2.
     d = 6
     q = _rotation(d, 0)
@@ -23,18 +27,32 @@ def test_closed_form_commuting_covariances():
     mu1, mu2 = np.arange(d, dtype=float), np.arange(d, dtype=float)[::-1] * 0.5
     s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
     want = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-9)
+    assert frechet_distance(mu1, s1, mu2, s2, method=method) == pytest.approx(want, rel=1e-9)
 
 
-def test_closed_form_scaled_covariance_and_identity():
+@pytest.mark.parametrize("method", METHODS)
+def test_closed_form_scaled_covariance_and_identity(method):
     # S2 = c^2 S1 (non-diagonal): trace term is (1 - c)^2 tr(S1); equal Gaussians give 0.
     rng = np.random.default_rng(1)
     m = rng.normal(size=(5, 5))
     s1 = m @ m.T + 0.1 * np.eye(5)
     mu = rng.normal(size=5)
     c = 2.5
-    assert frechet_distance(mu, s1, mu, c**2 * s1) == pytest.approx((1 - c) ** 2 * np.trace(s1))
-    assert abs(frechet_distance(mu, s1, mu, s1)) < 1e-9
+    want = (1 - c) ** 2 * np.trace(s1)
+    assert frechet_distance(mu, s1, mu, c**2 * s1, method=method) == pytest.approx(want)
+    assert abs(frechet_distance(mu, s1, mu, s1, method=method)) < 1e-9
+
+
+def test_methods_agree_on_non_commuting_covariances():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(8, 8)), rng.normal(size=(8, 8))
+    s1, s2 = a @ a.T + 0.01 * np.eye(8), b @ b.T
+    mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
+    e = frechet_distance(mu1, s1, mu2, s2, method="eigh")
+    q = frechet_distance(mu1, s1, mu2, s2, method="sqrtm")
+    assert e == pytest.approx(q, rel=1e-9)
+    # 1-D check of the non-trivial trace term: (sqrt(s1) - sqrt(s2))^2
+    assert frechet_distance(np.zeros(1), [[4.0]], np.zeros(1), [[9.0]]) == pytest.approx(1.0)
 
 
 def test_sampled_features_approach_closed_form():
@@ -77,13 +95,16 @@ def test_fid_equals_torchmetrics_on_same_features():
     assert ours > 1.0
 
 
-def test_singular_covariances_stay_finite():
-    # Fewer samples than dimensions: both covariances are singular (the eps fallback path).
+def test_singular_covariances():
+    # Fewer samples than dimensions: both covariances are singular (sqrtm's eps fallback path).
     g = torch.Generator().manual_seed(4)
     a = torch.randn(10, 32, generator=g)
     b = torch.randn(10, 32, generator=g) + 0.5
-    val = fid_from_features(a, b)
-    assert np.isfinite(val) and val > 0
+    e, q = fid_from_features(a, b), fid_from_features(a, b, method="sqrtm")
+    assert np.isfinite(e) and e > 0
+    assert e == pytest.approx(q, rel=1e-4)
+    with pytest.raises(ValueError, match="method"):
+        fid_from_features(a, b, method="svd")
 
 
 def test_errors():

@@ -109,6 +109,9 @@ def test_wrong_files_are_errors(official_sd, tmp_path):
         load_inception(None)
     with pytest.raises(CheckpointError, match="not found"):
         load_inception(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk\n")
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        load_inception(tmp_path / "junk.pth")
 
 
 def test_tf1_resize_semantics():
@@ -128,3 +131,27 @@ def test_tf1_resize_semantics():
         assert torch.allclose(tf1_resize_matrix(n_in, n_out).sum(1), torch.ones(n_out).double())
     sq = torch.randn(1, 3, 299, 299, dtype=torch.float64)
     assert torch.equal(tf1_resize(sq, 299), sq)
+
+
+@pytest.mark.slow  # 2048-d FID and Inception forwards on CPU: about a minute on 2 busy cores
+def test_eval_cli_with_inception_features(official_sd, tmp_path, capsys):
+    import json
+
+    from ardistill.cli import main
+    from ardistill.utils.images import save_npz, save_pngs
+
+    torch.save(official_sd, tmp_path / "random_inception.pth")
+    g = torch.Generator().manual_seed(3)
+    imgs = torch.randint(0, 256, (6, 3, 24, 24), generator=g, dtype=torch.uint8)
+    save_npz(tmp_path / "samples.npz", imgs[:3])
+    save_pngs(imgs[3:], tmp_path / "ref")
+    rc = main(["eval", str(tmp_path / "samples.npz"), "--ref", str(tmp_path / "ref"),
+               "--features", "inception", "--inception-weights",
+               str(tmp_path / "random_inception.pth"), "--pr-k", "2", "--no-progress"])
+    assert rc == 0
+    # not the official file: the user is told the numbers are not comparable
+    assert "not the official" in capsys.readouterr().err
+    r = json.loads((tmp_path / "samples.eval.json").read_text())
+    assert r["features"] == "inception" and r["num_reference"] == 3
+    assert r["fid"] > 0 and r["inception_score"] >= 1.0 and r["is_splits"] == 3
+    assert 0.0 <= r["precision"] <= 1.0 and len(r["inception_weights_sha256"]) == 64

@@ -268,7 +268,13 @@ def load_inception(
             f"get {OFFICIAL_FILE} ({OFFICIAL_URL}) on a machine with internet access and pass "
             "its path (--inception-weights PATH)"
         )
-    sd = read_state_dict(path)
+    try:
+        sd = read_state_dict(path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # a corrupt file can fail deep inside the unpickler (KeyError, ...)
+        raise CheckpointError(f"{path}: not a readable torch checkpoint "
+                              f"({type(e).__name__}: {e})") from e
     model = InceptionV3FID()
     load_strict(
         model,

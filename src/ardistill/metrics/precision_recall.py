@@ -61,10 +61,12 @@ def precision_recall(
     *,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> tuple[float, float]:
     """Improved precision and recall of `fake` (M, F) against `real` (N, F) features.
 
     dtype: compute dtype (float64 for exactness on small sets; float32 is the usual choice).
+    device: where the distances are computed (default: where `real` lives).
     returns: (precision, recall), each in [0, 1].
     """
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
@@ -72,7 +74,9 @@ def precision_recall(
             f"features must be (N, F) and (M, F) with the same F, got {tuple(real.shape)} "
             f"and {tuple(fake.shape)}"
         )
-    real, fake = real.detach().to(dtype), fake.detach().to(dtype)
+    device = real.device if device is None else torch.device(device)
+    real = real.detach().to(device=device, dtype=dtype)
+    fake = fake.detach().to(device=device, dtype=dtype)
     r_real = knn_sq_radii(real, k, max_elements)
     r_fake = knn_sq_radii(fake, k, max_elements)
     precision = manifold_coverage(fake, real, r_real, max_elements)

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the feature network")
     p.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (10)")
     p.add_argument("--pr-k", type=int, default=3, help="k of precision/recall (3)")
+    p.add_argument("--fid-method", choices=("eigh", "sqrtm"), default="eigh",
+                   help="trace of the matrix square root: eigh (fast, default) or sqrtm (the "
+                        "pytorch-fid / ADM code path); equal up to rounding")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         reference = load_reference(args.ref)
         result = evaluate_images(samples, reference, extractor, batch_size=args.batch_size,
                                  is_splits=args.is_splits, pr_k=args.pr_k,
-                                 progress=not args.no_progress)
+                                 fid_method=args.fid_method, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, CheckpointError, ImportError) as e:
         raise CLIError(str(e)) from e
     result["samples"] = str(samples_path)

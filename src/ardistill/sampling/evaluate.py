@@ -113,13 +113,16 @@ def evaluate_images(
     batch_size: int = 256,
     is_splits: int = 10,
     pr_k: int = 3,
+    fid_method: str = "eigh",
     progress: bool = False,
 ) -> dict:
     """FID, IS and precision/recall of `samples` against `reference` under `extractor`.
 
     samples: (N, 3, H, W) uint8 or float in [-1, 1].
+    fid_method: "eigh" or "sqrtm" (metrics.fid; equal up to rounding).
     returns: {"features", "num_samples", "reference", "num_reference", "fid", "fid_reference",
-        "inception_score", "inception_score_std", "is_splits", "precision", "recall", "pr_k"};
+        "fid_method", "inception_score", "inception_score_std", "is_splits", "precision",
+        "recall", "pr_k"};
         IS is None without a classifier, precision/recall None without reference images or
         with fewer than pr_k + 1 images on a side.
     """
@@ -138,8 +141,9 @@ def evaluate_images(
         "num_samples": n,
         "reference": reference.name,
         "num_reference": None if reference.features is None else reference.features.shape[0],
-        "fid": fid_to_stats(feats, reference.mu, reference.sigma),
+        "fid": fid_to_stats(feats, reference.mu, reference.sigma, method=fid_method),
         "fid_reference": reference.fid_source,
+        "fid_method": fid_method,
         "inception_score": None,
         "inception_score_std": None,
         "is_splits": None,
@@ -153,5 +157,6 @@ def evaluate_images(
         out["is_splits"] = splits
     ref_feats = reference.features
     if ref_feats is not None and min(n, ref_feats.shape[0]) > pr_k:
-        out["precision"], out["recall"] = precision_recall(ref_feats, feats, k=pr_k)
+        out["precision"], out["recall"] = precision_recall(ref_feats, feats, k=pr_k,
+                                                           device=extractor.device)
     return out
