@@ -82,6 +82,9 @@ def train_feature_net(
 
     from ardistill.data.mnist import mnist_images
 
+    limit = 1 if recipe.limit is None else recipe.limit
+    if min(recipe.epochs, recipe.batch_size, limit) < 1:
+        raise ValueError(f"epochs, batch_size and limit must be >= 1: {recipe}")
     images, labels = mnist_images("train")
     if recipe.limit is not None:
         images, labels = images[: recipe.limit], labels[: recipe.limit]
