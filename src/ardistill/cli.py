@@ -14,6 +14,8 @@ import sys
 # Modules that contribute subcommands, in the order `ardistill --help` shows them.
 COMMAND_MODULES: list[str] = [
     "ardistill.bench.cli",
+    "ardistill.sampling.eval_cli",
+    "ardistill.zoo.cli",
 ]
 
 

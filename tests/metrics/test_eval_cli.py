@@ -1,0 +1,112 @@
+"""`ardistill eval` and `evaluate_images` on tiny sample sets against the embedded data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ardistill.cli import main
+from ardistill.data.mnist import mnist_images
+from ardistill.metrics import extract, gaussian_stats
+from ardistill.sampling.evaluate import (
+    ImageReference,
+    evaluate_images,
+    load_reference,
+    prepare_reference,
+)
+from ardistill.utils.images import save_npz, save_pngs, to_uint8
+from ardistill.zoo.features import load_feature_extractor
+
+
+@pytest.fixture(scope="module")
+def mnist_net():
+    return load_feature_extractor("mnist")
+
+
+@pytest.fixture(scope="module")
+def mnist_ref(mnist_net):
+    return prepare_reference(load_reference("mnist"), mnist_net)
+
+
+def _noise(n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def test_eval_cli_on_npz(tmp_path, capsys, mnist_net, mnist_ref):
+    held, labels = mnist_images("heldout")
+    save_npz(tmp_path / "real.npz", held[::2], labels[::2])  # 250 digits, every class
+    assert main(["eval", str(tmp_path / "real.npz"), "--ref", "mnist", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "FID" in printed and "precision" in printed
+    real = json.loads((tmp_path / "real.eval.json").read_text())
+    assert real["num_samples"] == 250 and real["num_reference"] == 4500
+    assert real["features"] == "mnist" and real["fid_reference"] == "images"
+    assert real["samples"] == str(tmp_path / "real.npz")
+    # the same numbers through the API with a prepared reference
+    api = evaluate_images(held[::2], mnist_ref, mnist_net)
+    assert api["fid"] == pytest.approx(real["fid"], rel=1e-9)
+    assert (api["precision"], api["recall"]) == (real["precision"], real["recall"])
+    # held-out digits look like the train split; uniform noise does not
+    noise = evaluate_images(_noise(250), mnist_ref, mnist_net)
+    assert real["fid"] < 5 and noise["fid"] > 20 * max(real["fid"], 1)
+    assert real["precision"] > 0.8 and real["recall"] > 0.5
+    assert noise["precision"] < 0.05
+    assert real["inception_score"] > 5 and real["is_splits"] == 10
+
+
+def test_png_dir_and_stats_reference(tmp_path, mnist_net, mnist_ref, capsys):
+    held, _ = mnist_images("heldout")
+    save_pngs(held[:64], tmp_path / "pngs")
+    # an ADM-style reference npz with mu/sigma only (FID only, no precision/recall)
+    mu, sigma = mnist_ref.mu, mnist_ref.sigma
+    np.savez(tmp_path / "ref_stats.npz", mu=mu, sigma=sigma)
+    rc = main(["eval", str(tmp_path / "pngs"), "--ref", str(tmp_path / "ref_stats.npz"),
+               "--no-progress"])
+    assert rc == 0
+    r = json.loads((tmp_path / "pngs" / "eval.json").read_text())
+    assert r["fid_reference"] == "stats" and r["precision"] is None
+    direct = evaluate_images(held[:64], mnist_ref, mnist_net)
+    assert r["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    assert "statistics only" in capsys.readouterr().out
+
+
+def test_evaluate_images_float_equals_uint8(mnist_net, mnist_ref):
+    held, _ = mnist_images("heldout")
+    a = evaluate_images(held[:50], mnist_ref, mnist_net, is_splits=5)
+    b = evaluate_images(to_uint8(held[:50]), mnist_ref, mnist_net, is_splits=5)
+    assert a == b
+    assert a["is_splits"] == 5
+
+
+def test_reference_stats_of_another_network_are_rejected(mnist_net):
+    ref = ImageReference("adm", mu=np.zeros(2048), sigma=np.eye(2048))
+    with pytest.raises(ValueError, match="2048-d"):
+        prepare_reference(ref, mnist_net)
+    feats, _ = extract(mnist_net, mnist_images("heldout")[0][:10])
+    assert gaussian_stats(feats)[0].shape == (128,)
+
+
+def test_eval_cli_errors(tmp_path, capsys):
+    save_npz(tmp_path / "s.npz", _noise(8))
+    assert main(["eval", str(tmp_path / "s.npz"), "--ref", "mnist", "--features",
+                 "inception"]) == 2
+    assert "--inception-weights" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "s.npz"), "--ref", "mnist", "--features", "inception",
+                 "--inception-weights", str(tmp_path / "no.pth")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing.npz"), "--ref", "mnist"]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    np.savez(tmp_path / "empty_ref.npz", other=np.zeros(2))
+    assert main(["eval", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "empty_ref.npz")]) == 2
+    assert "neither images" in capsys.readouterr().err
+
+
+def test_commands_are_registered():
+    from ardistill.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "eval" in text and "zoo" in text
