@@ -47,17 +47,27 @@ def read_file(path: str | Path) -> dict:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     except Exception as e:  # pickle.UnpicklingError from weights_only
-        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+        if "Unsupported global" in str(e):
             raise CheckpointError(
                 f"{path}: this file needs full pickle loading (it stores Python objects beside "
                 "the weights), which ardistill refuses because it can execute code. Re-save "
                 "its state dict with `torch.save(obj['model'], 'clean.pt')` in a trusted "
-                f"environment. Original error: {str(e).splitlines()[0]}"
+                f"environment. Original error: {_unsupported_global(e)}"
             ) from e
-        raise
+        # A corrupt pickle stream surfaces as KeyError/ValueError/... from the unpickler.
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})"
+        ) from e
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return dict(obj)
+
+
+def _unsupported_global(e: Exception) -> str:
+    for line in str(e).splitlines():
+        if "Unsupported global" in line:
+            return line.strip()
+    return str(e).splitlines()[0]
 
 
 def _safe_globals():
