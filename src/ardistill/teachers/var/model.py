@@ -50,13 +50,17 @@ class SelfAttention(nn.Module):
         B, n, C = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, n, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, n, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, n, hd), strided views
+        # L2-normalise q and k (F.normalize's eps) and fold exp(min(scale_mul, ln 100)) into
+        # q's per-row factor: one pass over q and k instead of two.
         scale_mul = self.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp()
-        q = F.normalize(q, dim=-1).mul(scale_mul)
-        k = F.normalize(k, dim=-1)
-        if cache is not None:
+        q = q * (scale_mul / q.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        k_norm = k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        if cache is None:
+            k = k / k_norm
+        else:  # write straight into the preallocated cache, then attend to its prefix
             end = start + n
-            cache.k[:, :, start:end] = k
+            torch.div(k, k_norm, out=cache.k[:, :, start:end])
             cache.v[:, :, start:end] = v
             k, v = cache.k[:, :, :end], cache.v[:, :, :end]
         if attn_bias is not None:
@@ -84,15 +88,21 @@ class AdaLNSelfAttn(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def modulation(self, cond: Tensor) -> tuple[Tensor, ...]:
-        """cond: (B, C) -> (gamma1, gamma2, scale1, scale2, shift1, shift2), each (B, 1, C)."""
-        return self.ada_lin(cond).view(-1, 1, 6, self.dim).unbind(2)
+        """cond: (B, C) -> (gamma1, gamma2, 1 + scale1, 1 + scale2, shift1, shift2), each
+        (B, 1, C): the official ada_lin chunk order, with the scales already shifted by 1."""
+        g1, g2, s1, s2, b1, b2 = self.ada_lin(cond).view(-1, 1, 6, self.dim).unbind(2)
+        return g1, g2, s1 + 1, s2 + 1, b1, b2
 
     def forward(self, x: Tensor, mod: tuple[Tensor, ...], attn_bias: Tensor | None,
                 cache: KVCache | None = None, start: int = 0) -> Tensor:
         g1, g2, s1, s2, b1, b2 = mod
         ln = lambda t: F.layer_norm(t, (self.dim,), eps=self.eps)  # non-affine
-        x = x + self.attn(ln(x).mul(s1.add(1)).add(b1), attn_bias, cache, start).mul(g1)
-        return x + self.ffn(ln(x).mul(s2.add(1)).add(b2)).mul(g2)
+        # x += attn(LN(x) (1 + scale1) + shift1) gamma1; x += ffn(LN(x) (1 + scale2) + shift2)
+        # gamma2, each product-and-add fused in one addcmul.
+        h = torch.addcmul(b1, ln(x), s1)
+        x = torch.addcmul(x, self.attn(h, attn_bias, cache, start), g1)
+        h = torch.addcmul(b2, ln(x), s2)
+        return torch.addcmul(x, self.ffn(h), g2)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -103,7 +113,7 @@ class AdaLNBeforeHead(nn.Module):
 
     def forward(self, h: Tensor, cond: Tensor) -> Tensor:
         scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.dim).unbind(2)  # scale first
-        return F.layer_norm(h, (self.dim,), eps=self.eps).mul(scale.add(1)).add(shift)
+        return torch.addcmul(shift, F.layer_norm(h, (self.dim,), eps=self.eps), scale + 1)
 
 
 class VAR(nn.Module):

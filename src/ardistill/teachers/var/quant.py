@@ -169,20 +169,23 @@ class MultiScaleQuantizer(nn.Module):
         pn = self.patch_nums[si + 1]
         return F.interpolate(f_hat, (pn, pn), mode="area")
 
-    def vectors_to_fhat(self, x: Tensor) -> Tensor:
-        """x: (B, L, Cvae) per-scale vectors, scale-major -> final f_hat (B, Cvae, P, P)."""
+    def vectors_to_fhat(self, x: Tensor, *, per_scale: bool = False) -> Tensor:
+        """x: (B, L, Cvae) per-scale vectors, scale-major -> final f_hat (B, Cvae, P, P), or
+        with per_scale=True the f_hat after every scale stacked: (K, B, Cvae, P, P)."""
         B, L, C = x.shape
         total = sum(p * p for p in self.patch_nums)
         if L != total or C != self.cvae:
             raise ValueError(f"expected (B, {total}, {self.cvae}) latents, got {tuple(x.shape)}")
         P = self.patch_nums[-1]
         f_hat = x.new_zeros(B, C, P, P)
-        cur = 0
+        steps, cur = [], 0
         for si, pn in enumerate(self.patch_nums):
             h = x[:, cur : cur + pn * pn].transpose(1, 2).reshape(B, C, pn, pn)
             self.add_scale(si, f_hat, h)
+            if per_scale:
+                steps.append(f_hat.clone())
             cur += pn * pn
-        return f_hat
+        return torch.stack(steps) if per_scale else f_hat
 
     def forward(self, f: Tensor) -> QuantizerOutput:
         """Training path. f: (B, Cvae, P, P) float32 encoder features (with gradient)."""

@@ -3,6 +3,9 @@
 Token layout: scale-major, raster inside a scale; one AR step per scale. The codebook DD sees
 is the raw (un-normalised) VQVAE embedding (method.md §1). The transformer runs in the dtype it
 was built with (float32 or bfloat16); the VQVAE, f_hat and all probabilities stay float32.
+The teacher keeps the VQVAE's convolution weights in channels_last memory format: oneDNN's
+convolutions are ~12% faster so on CPU (measured: docs/teachers-var.md); values are unchanged
+up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class VARTeacher:
                 f"the VQVAE (V={v.vocab_size}, Cvae={v.z_channels}, patch_nums={v.patch_nums})"
             )
         self.name = name
-        self.model, self.vqvae = model, vqvae
+        self.model, self.vqvae = model, vqvae.to(memory_format=torch.channels_last)
         self.layout = TokenLayout.multiscale(m.patch_nums)
         self.vocab_size = m.vocab_size
         self.codebook_dim = m.cvae
