@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from ardistill.teachers.base import Condition, SamplingConfig
+from ardistill.teachers.base import Condition, SamplingConfig, decode, greedy_chooser
 from ardistill.teachers.var.config import from_official_build_args
 from ardistill.teachers.var.model import VAR
 from ardistill.teachers.var.presets import PRESETS
@@ -222,6 +222,34 @@ def test_constants_match_config(ctx: Ctx) -> None:
     assert t.image_size == cfg["image_size"] and t.vqvae.cfg.downsample == cfg["vae_downsample"]
     assert (t.model.cfg.width, t.model.cfg.heads, t.model.cfg.depth) == (
         cfg["embed_dim"], cfg["num_heads"], cfg["depth"])
+
+
+# ---- the official DD intermediate_sample (README §5.2), through official_prefix_quirk ----
+def test_quirk_reproduces_official_intermediate_sample(ctx: Ctx, oracle: Path) -> None:
+    """`var_dd_io.pt` is the DD student's file (checked in full by its own oracle test); its
+    `ti*.teacher_sequence` entries are pure teacher outputs: codebook vectors of the prefix
+    scales followed by greedy teacher scales up to t_list[1]."""
+    dd = torch.load(oracle / "var" / "var_dd_io.pt", map_location="cpu", weights_only=True)
+    runs = ctx.cfg["dd"]["teacher_involved"]
+    assert runs and torch.equal(dd["labels"], ctx.io["labels"])
+    t, codebook = ctx.teacher, ctx.teacher.dd_codebook()
+    for name, p in runs.items():
+        k, end = int(p["t_teacher_start"]), int(p["t_list"][1])
+        sampling = SamplingConfig(cfg_scale=float(p["cfg"]), top_k=int(p["top_k"]),
+                                  top_p=float(p["top_p"]))
+        prefix = None
+        if k > 0:  # the snapped DD output: exact codewords, so the nearest row is exact
+            x = dd[f"{name}.x_snapped"][:, : t.layout.begin(k)]
+            dist = torch.cdist(x, codebook.expand(len(x), -1, -1),
+                               compute_mode="donot_use_mm_for_euclid_dist")
+            assert dist.min(-1).values.max() < 1e-5
+            prefix = dist.argmin(-1)
+        quirk = decode(t, ctx.cond, sampling, greedy_chooser, prefix=prefix, end_step=end,
+                       official_prefix_quirk=True)
+        _close(codebook[quirk], dd[f"{name}.teacher_sequence"], FEATURE_ATOL)
+        if k > 1:  # the correct block-causal prefix gives another teacher continuation
+            ok = decode(t, ctx.cond, sampling, greedy_chooser, prefix=prefix, end_step=end)
+            assert not torch.equal(ok, quirk)
 
 
 # ---- full-size presets vs the official key listings (README §6) ----
