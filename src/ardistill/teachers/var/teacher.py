@@ -46,9 +46,10 @@ class VARTeacher:
         self.set_compile(compile)
 
     def set_compile(self, enabled: bool) -> None:
-        """Run the transformer blocks through `torch.compile` in sessions (static shapes: one
-        compilation per scale and batch size, reused across sessions)."""
-        self._run_blocks = torch.compile(self.model.run_blocks, dynamic=False) if enabled else None
+        """Run the transformer blocks through `torch.compile` in sessions. Shapes are left to
+        dynamo's automatic dynamic mode: the 10 scales would otherwise be 10 static
+        compilations, past dynamo's default recompile limit (8)."""
+        self._run_blocks = torch.compile(self.model.run_blocks) if enabled else None
 
     @property
     def device(self) -> torch.device:
