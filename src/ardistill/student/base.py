@@ -30,7 +30,15 @@ class Student(Protocol):
     vocab_size: int
     codebook_dim: int
 
-    def __call__(self, x: Tensor, cond: Condition, t: Tensor) -> StudentOutput:
+    def __call__(
+        self,
+        x: Tensor,
+        cond: Condition,
+        t: Tensor,
+        logits_range: tuple[int, int] | None = None,
+    ) -> StudentOutput:
         """x: (B, N, d) float (data vectors at positions < layout.begin(t), noise after);
-        t: (B,) int64 DD timestep in AR steps (tokens for LlamaGen, scales for VAR)."""
+        t: (B,) int64 DD timestep in AR steps (tokens for LlamaGen, scales for VAR).
+        logits_range: (lo, hi) computes the logits head only for positions lo..hi-1, so that
+        `logits` is (B, hi - lo, V) (speed: the caller uses no other logits); None: all N."""
         ...
