@@ -183,7 +183,8 @@ def test_logits_range_equals_full_forward(student):
     with torch.no_grad():
         full = student(x, cond, t)
         assert full.conti.shape == (2, n, student.codebook_dim)
-        assert full.logits.shape == (2, n, student.vocab_size) and full.logits.dtype == torch.float32
+        assert full.logits.shape == (2, n, student.vocab_size)
+        assert full.logits.dtype == torch.float32
         for lo, hi in [(0, 20), (7, 30), (10, 10), (0, n)]:
             part = student(x, cond, t, logits_range=(lo, hi))
             assert part.logits.shape == (2, hi - lo, student.vocab_size)
@@ -291,3 +292,14 @@ def test_compiled_student_equals_eager(student):
         b = compiled(x, cond, t, logits_range=(5, 20))
     torch.testing.assert_close(b.logits, a.logits, atol=1e-4, rtol=0)
     torch.testing.assert_close(b.conti, a.conti, atol=1e-5, rtol=0)
+
+
+def test_registry_dispatches_on_the_family(c2i, student, tmp_path):
+    from ardistill.student import registry
+
+    s = registry.build_student(c2i, generator=torch.Generator().manual_seed(0))
+    assert isinstance(s, LlamaGenStudent)
+    loaded = registry.load_student(c2i, student.state_dict())
+    assert torch.equal(loaded.n_d_embed.weight, student.n_d_embed.weight)
+    with pytest.raises(ValueError, match="no DD student for the teacher family 'nope'"):
+        registry.build_student(type("T", (), {"family": "nope"})())

@@ -40,6 +40,12 @@ from ardistill.teachers.llamagen.gpt import (
 )
 from ardistill.teachers.llamagen.teacher import caption_attention_mask
 
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
 # dd.py ModelArgs: no dropout anywhere and no label dropout (the guided distribution is baked
 # into the training data, method.md §4).
 _NO_DROPOUT = dict(token_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0,
@@ -148,10 +154,17 @@ class LlamaGenStudent(nn.Module):
         if t.shape != (b,) or t.is_floating_point():
             raise ValueError(f"t must be ({b},) integer DD timesteps, got {tuple(t.shape)} "
                              f"{t.dtype}")
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.layout.num_steps):
-            raise ValueError(f"t must be in [0, {self.layout.num_steps}], got {t.tolist()}")
         if len(cond) != b:
             raise ValueError(f"{len(cond)} conditions for a batch of {b}")
+        if _compiling():  # value checks read tensors: they would break a compiled graph
+            return
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.layout.num_steps):
+            raise ValueError(f"t must be in [0, {self.layout.num_steps}], got {t.tolist()}")
+        labels = cond.labels
+        if labels is not None and labels.numel() and (
+                int(labels.min()) < 0 or int(labels.max()) > self.config.gpt.num_classes):
+            raise ValueError(f"labels must be in [0, {self.config.gpt.num_classes}] "
+                             f"({self.config.gpt.num_classes} = null class)")
 
     def embed_condition(self, cond: Condition) -> tuple[Tensor, Tensor | None]:
         """-> (condition rows (B, T, dim), caption mask (B, T) bool or None)."""
@@ -159,11 +172,7 @@ class LlamaGenStudent(nn.Module):
         if g.model_type == "c2i":
             if cond.labels is None:
                 raise ValueError("this student is class-conditional: Condition(labels=...)")
-            labels = cond.labels.to(self.device, torch.long)
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > g.num_classes):
-                raise ValueError(f"labels must be in [0, {g.num_classes}] "
-                                 f"({g.num_classes} = null class)")
-            return self.cls_embedding(labels), None
+            return self.cls_embedding(cond.labels.to(self.device, torch.long)), None
         if cond.caption is None:
             raise ValueError("this student is text-conditional: Condition(caption=..., "
                              "caption_mask=...)")
