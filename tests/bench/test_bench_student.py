@@ -6,12 +6,13 @@ import json
 
 import torch
 
-from ardistill.bench.student import time_student
+from ardistill.bench.student import official_size, time_student
 from ardistill.cli import main
 from ardistill.student.llamagen import build_student
 from ardistill.teachers.base import SamplingConfig
 from ardistill.teachers.llamagen.config import GPTConfig, VQConfig
 from ardistill.teachers.llamagen.loading import random_gpt, random_vq
+from ardistill.teachers.llamagen.presets import PRESETS
 from ardistill.teachers.llamagen.teacher import LlamaGenTeacher
 
 
@@ -42,3 +43,9 @@ def test_cli_skips_unknown_presets_and_checks_arguments(capsys, tmp_path):
     rc = main(["bench", "student", "--presets", "x", "--steps", "3"])
     assert rc == 2
     assert "--steps takes 1 and/or 2" in capsys.readouterr().err
+
+
+def test_official_sizes_of_presets():
+    assert official_size(PRESETS["llamagen-b"]) == "GPT-B"
+    assert official_size(PRESETS["llamagen-l"]) == "GPT-L"
+    assert official_size(PRESETS["llamagen-xl-t2i"]) is None  # dd.py has no t2i student

@@ -7,7 +7,8 @@ Gaussian noise. Reported: the median over `--repeats` timed runs after one warm-
 image. VQ decoding is not included (it is the same for every sampler; `ardistill bench sample`
 reports it). `--official-dd DIR` also times the official DD code (the `LlamaGen` folder of a
 microsoft/distilled_decoding checkout, imported in a subprocess) running the eval_fewstep.py
-loop at the same settings (GPT-B, fp32).
+loop at the same settings (same GPT size, fp32), right after ours for each setting, so that
+both see the same machine load.
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ _OFFICIAL = r"""
 import json, statistics, sys, time, torch
 n_threads, batch, repeats, split = (int(a) for a in sys.argv[1:5])
 t_list = [int(a) for a in sys.argv[5].split(",")]
+size = sys.argv[6]
 if n_threads > 0:
     torch.set_num_threads(n_threads)
 from autoregressive.models.dd import GPT_models
 g = torch.Generator().manual_seed(0)
 codebook = torch.nn.functional.normalize(torch.randn(16384, 8, generator=g), dim=-1)
-m = GPT_models["GPT-B"](vocab_size=16384, block_size=256, num_classes=1000, cls_token_num=1,
+m = GPT_models[size](vocab_size=16384, block_size=256, num_classes=1000, cls_token_num=1,
                         model_type="c2i", codebook_dim=8, codebook=codebook).eval()
 with torch.no_grad():
     m.output.weight.normal_(0, 0.02, generator=g)  # the official init zeroes the head
@@ -131,11 +133,24 @@ def check_official_dd(root: Path) -> None:
                        "(no autoregressive/models/dd.py)")
 
 
-def time_official_dd(root: Path, t_list: list[int], split: int, batch: int, repeats: int,
-                     threads: int) -> dict:
-    """The official eval_fewstep.py loop on a GPT-B DD student, in a subprocess."""
+def official_size(preset) -> str | None:
+    """The official dd.py model name ("GPT-B", ...) of a LlamaGen preset, else None."""
+    if preset.family != "llamagen":
+        return None
+    from ardistill.teachers.llamagen.config import GPT_SIZES
+
+    c = preset.model_config
+    sizes = [k for k, v in GPT_SIZES.items() if v == (c.n_layer, c.n_head, c.dim)]
+    return f"GPT-{sizes[0]}" if sizes and c.model_type == "c2i" else None
+
+
+def time_official_dd(root: Path, size: str, t_list: list[int], split: int, batch: int,
+                     repeats: int, threads: int) -> dict:
+    """The official eval_fewstep.py loop on a random-weight DD student of `size` ("GPT-B"),
+    in a subprocess importing from `root`."""
     check_official_dd(root)
-    argv = [str(threads), str(batch), str(repeats), str(split), ",".join(map(str, t_list))]
+    argv = [str(threads), str(batch), str(repeats), str(split), ",".join(map(str, t_list)),
+            size]
     r = subprocess.run([sys.executable, "-c", _OFFICIAL, *argv], cwd=root,
                        env={**os.environ, "PYTHONPATH": str(root)},
                        capture_output=True, text=True, check=False)
@@ -165,13 +180,21 @@ def _bench_preset(name: str, args, steps: list[int], batches: list[int], repeats
     print(f"{name} student: {params / 1e6:.1f} M parameters, split {preset.dd.split}, "
           f"t2 {preset.dd.t2}, {args.dtype}, device {args.device}"
           f"{', compiled' if args.compile else ''}", flush=True)
+    size = official_size(preset) if args.official_dd is not None else None
     out = []
     for s in steps:
-        for b in batches:
-            res = time_student(student, teacher, t_list_for(preset, s), preset.dd.split, b,
-                               repeats)
+        for b in batches:  # each setting: ours, then the official code right after
+            t_list = t_list_for(preset, s)
+            res = time_student(student, teacher, t_list, preset.dd.split, b, repeats)
             print(_line(f"  ardistill {name}", res), flush=True)
             out.append({"preset": name, "impl": "ardistill", **res})
+            if size is not None:
+                res = time_official_dd(args.official_dd, size, t_list, preset.dd.split, b,
+                                       repeats, args.threads)
+                print(_line(f"  official DD {size}", res), flush=True)
+                ratio = res["s_per_image"] / out[-1]["s_per_image"]
+                print(f"  {'':<24} speed-up over the official code: {ratio:.2f}x", flush=True)
+                out.append({"preset": name, "impl": "official", **res})
     return out
 
 
@@ -197,14 +220,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: no such preset in this build, skipped", flush=True)
             continue
         results += _bench_preset(name, args, steps, batches, repeats)
-    if args.official_dd is not None:
-        preset = known["llamagen-b"]
-        for s in steps:
-            for b in batches:
-                res = time_official_dd(args.official_dd, t_list_for(preset, s), preset.dd.split,
-                                       b, repeats, args.threads)
-                print(_line("  official DD GPT-B", res), flush=True)
-                results.append({"preset": "llamagen-b", "impl": "official", **res})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
