@@ -182,3 +182,27 @@ def test_teacher_involved_errors(student, teacher, batch):
     with pytest.raises(ValueError, match="layout"):
         teacher_involved(student, type("T", (), {"layout": wrong})(), noise, cond, (0, 30), 12,
                          40, codebook, greedy_chooser)
+
+
+def test_text_conditional_few_step_and_teacher_involved(oracle):
+    c = json.loads((oracle / "llamagen" / "config.json").read_text())
+    gen = torch.Generator().manual_seed(0)
+    gcfg = GPTConfig.from_official(c["t2i_teacher"]["model_args_resolved"])
+    vcfg = VQConfig.from_official(c["vq"]["model_args"], c["vq"]["encoder_decoder_override"])
+    t2i = LlamaGenTeacher("tiny-t2i", random_gpt(gcfg, generator=gen),
+                          random_vq(vcfg, generator=gen), SamplingConfig(cfg_scale=3.0))
+    s = build_student(t2i)
+    mask = torch.zeros(2, gcfg.cls_token_num, dtype=torch.bool)
+    mask[0, -30:], mask[1, -100:] = True, True  # left-padded captions
+    cap = torch.randn(2, gcfg.cls_token_num, gcfg.caption_dim, generator=gen) * mask[..., None]
+    cond = Condition(caption=cap, caption_mask=mask)
+    noise = torch.randn(2, t2i.layout.num_positions, t2i.codebook_dim, generator=gen)
+    codebook = t2i.dd_codebook()
+    x = few_step(s, noise, cond, [0, 16], 16, codebook)
+    assert x.shape == noise.shape and torch.isfinite(x).all()
+    tr = teacher_involved(s, t2i, noise, cond, (0, 24), 8, 32, codebook, greedy_chooser,
+                          return_trace=True)
+    cont = decode(t2i, cond, t2i.default_sampling, greedy_chooser, prefix=tr.snapped[:, :8],
+                  end_step=24)
+    assert torch.equal(tr.teacher_tokens, cont)
+    torch.testing.assert_close(tr.x[:, :24], codebook[tr.teacher_tokens], atol=0, rtol=0)

@@ -16,7 +16,8 @@ from ardistill.teachers.base import Condition, TokenLayout
 
 
 class StudentOutput(NamedTuple):
-    """conti: (B, N, d) float continuous-head latents; logits: (B, N, V) float32.
+    """conti: (B, N, d) float continuous-head latents; logits: (B, N, V) float32, or
+    (B, hi - lo, V) for positions lo..hi-1 when the student was called with `logits_range`.
     Row i is the prediction for position i (no shift)."""
 
     conti: Tensor

@@ -10,7 +10,11 @@ match the official release (`eval_fewstep.py`, `VAR/sample.py`), which the oracl
 - `final_sequence(..., split)`: `codebook[argmax logits]` before `begin(split)`, the continuous
   head from there on;
 - `few_step`: `x = noise`; for t in t_list:
-  `x = final_sequence(final_predict(student(perturb(x))))`.
+  `x = final_sequence(final_predict(student(perturb(x))))`. Each `step` computes exactly that,
+  asking the student for the logits of the positions it uses only (`logits_range`);
+- `teacher_involved`: "pre-trained-n-m" (method.md §6): a DD step, the teacher regenerates
+  steps n..m-1 after the snapped prefix (any chooser: greedy, multinomial, or the flow map
+  through `NoiseChooser`), a DD step at m.
 """
 
 from __future__ import annotations
