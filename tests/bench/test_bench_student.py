@@ -43,6 +43,9 @@ def test_cli_skips_unknown_presets_and_checks_arguments(capsys, tmp_path):
     rc = main(["bench", "student", "--presets", "x", "--steps", "3"])
     assert rc == 2
     assert "--steps takes 1 and/or 2" in capsys.readouterr().err
+    rc = main(["bench", "student", "--presets", "x", "--batch", "0"])
+    assert rc == 2
+    assert "--batch and --repeats must be >= 1" in capsys.readouterr().err
 
 
 def test_official_sizes_of_presets():

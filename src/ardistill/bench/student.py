@@ -207,10 +207,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--steps must be a comma-separated list of 1 and 2: {e}") from e
     if not steps or any(s not in (1, 2) for s in steps):
         raise CLIError(f"--steps takes 1 and/or 2, got {args.steps!r}")
+    if args.batch < 1 or args.repeats < 1:
+        raise CLIError("--batch and --repeats must be >= 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
-    batches = [1, 2 if args.quick else args.batch]
+    batches = sorted({1, 2 if args.quick else args.batch})
     known = all_presets()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads "
           "(student DD steps only, VQ decoding not included)", flush=True)
