@@ -127,7 +127,6 @@ class LlamaGenStudent(nn.Module):
         self.output = FastLinear(g.dim, g.vocab_size, bias=False)
         self.final_layer_conti = ContinuousHead(g.dim, cfg.codebook_dim)
         self.n_d_embed = nn.Embedding(2, g.dim)
-        self._rope: Tensor | None = None  # RoPE table, built on first use on the right device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -138,12 +137,10 @@ class LlamaGenStudent(nn.Module):
         return self.tok_embeddings.weight.device
 
     def rope(self, device: torch.device) -> Tensor:
-        """(T + N, hd/2, 2) float32 2-D RoPE table, zero rows for the condition slots."""
-        if self._rope is None or self._rope.device != device:
-            g = self.config.gpt
-            self._rope = precompute_rope_2d(g.grid, g.head_dim, g.rope_base, g.cls_token_num)
-            self._rope = self._rope.to(device)
-        return self._rope
+        """(T + N, hd/2, 2) float32 2-D RoPE table, zero rows for the condition slots. Built
+        per call (under 1 ms on one CPU thread): no state for torch.compile to guard on."""
+        g = self.config.gpt
+        return precompute_rope_2d(g.grid, g.head_dim, g.rope_base, g.cls_token_num).to(device)
 
     # -- inputs ------------------------------------------------------------------------------
     def _check(self, x: Tensor, cond: Condition, t: Tensor) -> None:
