@@ -1,0 +1,90 @@
+"""Process group plumbing for `torchrun ... ardistill gen-pairs` (control messages only).
+
+Ranks exchange only small Python objects (the plan, errors) and wait at barriers, so the group
+always uses gloo, also when the teacher runs on CUDA: no NCCL is needed. Rank, world size and
+local rank come from torchrun's RANK / WORLD_SIZE / LOCAL_RANK; a plain process is rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch.distributed as tdist
+
+# Ranks wait at the final barrier for the slowest one: generation can take days.
+DEFAULT_TIMEOUT = datetime.timedelta(days=7)
+
+
+class RankError(RuntimeError):
+    """An error raised on rank 0 during setup, delivered to every rank."""
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            tdist.barrier()
+
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on rank 0 and return its result on every rank; an exception on rank 0 is
+        re-raised on every rank (as RankError with rank 0's message on the others)."""
+        result: Any = None
+        error: str | None = None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as e:
+                if self.world_size == 1:
+                    raise
+                error = f"{type(e).__name__}: {e}"
+                exc = e
+        if self.world_size > 1:
+            box = [(result, error)]
+            tdist.broadcast_object_list(box, src=0)
+            result, error = box[0]
+            if error is not None:
+                if self.is_main:
+                    raise exc
+                raise RankError(f"rank 0 failed: {error}")
+        return result
+
+    def gather_to_main(self, obj: Any) -> list[Any] | None:
+        """Every rank's `obj` on rank 0 (None elsewhere)."""
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size if self.is_main else None
+        tdist.gather_object(obj, out, dst=0)
+        return out
+
+    def close(self) -> None:
+        if self.initialized_here and tdist.is_initialized():
+            tdist.destroy_process_group()
+            self.initialized_here = False
+
+
+def from_env(timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> DistContext:
+    """The context torchrun describes in the environment; initialises a gloo group when there
+    is more than one process (and none exists yet)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world}")
+    ctx = DistContext(rank, world, local)
+    if world > 1 and not tdist.is_initialized():
+        tdist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+        ctx.initialized_here = True
+    return ctx
