@@ -2,7 +2,7 @@
 
 Importable by name from spawned processes and subprocesses (tests/pairs is on their path):
 `load_tiny(spec, tokenizer_ckpt, device, dtype)` is a `pairs.cli.TeacherLoader` for the specs
-"tiny-llamagen" (c2i, 8x8 = 64 tokens, V 256 x 8), "tiny-t2i" (caption features, 4x4 tokens)
+"tiny-llamagen" (c2i, 4x4 = 16 tokens, V 256 x 8), "tiny-t2i" (caption features, 4x4 tokens)
 and "tiny-var" (`teachers.var.tiny`, scales 1-4 = 30 tokens, V 64 x 8).
 """
 
@@ -22,7 +22,7 @@ TINY_VQ = VQConfig(codebook_size=256, codebook_embed_dim=8, encoder_ch_mult=(1, 
                    decoder_ch_mult=(1, 1), z_channels=32, ch=32, num_res_blocks=1,
                    codebook_show_usage=False)
 TINY_GPT = GPTConfig(dim=64, n_layer=2, n_head=4, multiple_of=32, num_classes=10,
-                     vocab_size=256, block_size=64)
+                     vocab_size=256, block_size=16)
 TINY_T2I = GPTConfig(dim=64, n_layer=2, n_head=4, multiple_of=32, model_type="t2i",
                      vocab_size=256, block_size=16, cls_token_num=6, caption_dim=12,
                      caption_token_num=6)

@@ -40,7 +40,9 @@ def add_gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher preset or model checkpoint path")
     p.add_argument("--tokenizer-ckpt", default=None, help="VQ tokenizer checkpoint (official "
                    "presets)")
-    p.add_argument("--num", type=int, required=True, help="number of samples")
+    p.add_argument("--num", "--num-samples", dest="num", type=int, required=True,
+                   help="number of samples (under torchrun write --num-samples: torchrun "
+                   "takes --num for an abbreviation of its own --numa-binding)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--out", type=Path, required=True, help="dataset folder (created/resumed)")
     p.add_argument("--batch-size", type=int, default=None,
