@@ -273,3 +273,29 @@ def test_trainer_file_errors(teacher, student):
         unwrap_dd_checkpoint({"trainer": {}}, weights="best")
     with pytest.raises(CheckpointError, match="not found"):
         load_student(teacher, "/nonexistent/var-d16.pth")
+
+
+def test_mixed_timesteps_equal_per_sample_runs(teacher, student):
+    """A batch of different t (the gathered n/d path) equals uniform batches (the in-place
+    slice path) row by row."""
+    x, cond = _inputs(teacher)
+    with torch.no_grad():
+        mixed = student(x, cond, torch.tensor([1, 3, 1]))
+        ones, threes = student(x, cond, _t(3, 1)), student(x, cond, _t(3, 3))
+    torch.testing.assert_close(mixed.conti[[0, 2]], ones.conti[[0, 2]], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed.conti[1], threes.conti[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed.logits[1], threes.logits[1], atol=1e-5, rtol=0)
+
+
+def test_nd_tables_follow_weight_updates(teacher):
+    s = build_student(teacher, generator=torch.Generator().manual_seed(0))
+    x, cond = _inputs(teacher)
+    with torch.no_grad():
+        a = s(x, cond, _t(3, 1)).conti
+        s.layerwise_n_d_embed[0].bias.add_(1.0)  # in place: the cached tables must follow
+        b = s(x, cond, _t(3, 1)).conti
+    assert not torch.equal(a, b)
+    # with autograd the tables are recomputed and gradients reach every n/d weight
+    s(x, cond, _t(3, 1)).conti.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in (s.n_d_embed.weight, *s.layerwise_n_d_embed.parameters()))

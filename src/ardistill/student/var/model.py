@@ -99,13 +99,24 @@ class ContinuousHead(nn.Module):
         return self.linear(torch.addcmul(shift[:, None], hn, 1 + scale[:, None]))
 
 
-def _block(blk: AdaLNSelfAttn, x: Tensor, cond: Tensor, bias: Tensor, nd: Tensor) -> Tensor:
-    """One teacher block with the DD layerwise embedding `nd` (B, L, C) added between its
-    attention and FFN residuals (dd.py: basic_var.AdaLNSelfAttn.forward with n_d_emb)."""
+def _add_nd(h: Tensor, table: Tensor, nd: Tensor, n_data: int | None) -> Tensor:
+    """h (B, 1 + L, C) + table[nd] ((2, C) table, nd (B, 1 + L) int64). With n_data (rows
+    [0, n_data) data in every sample) in place on two slices; h must be a fresh result."""
+    if n_data is None:
+        return h + F.embedding(nd, table)
+    h[:, :n_data] += table[1]
+    h[:, n_data:] += table[0]
+    return h
+
+
+def _block(blk: AdaLNSelfAttn, x: Tensor, cond: Tensor, bias: Tensor, table: Tensor,
+           nd: Tensor, n_data: int | None) -> Tensor:
+    """One teacher block with the DD layerwise n/d embedding added between its attention and
+    FFN residuals (dd.py: basic_var.AdaLNSelfAttn.forward with n_d_emb)."""
     g1, g2, s1, s2, b1, b2 = blk.modulation(cond)  # scales already shifted by 1
     ln = lambda t: F.layer_norm(t, (blk.dim,), eps=blk.eps)  # non-affine
     x = torch.addcmul(x, blk.attn(torch.addcmul(b1, ln(x), s1), bias), g1)
-    x = x + nd
+    x = _add_nd(x, table, nd, n_data)
     return torch.addcmul(x, blk.ffn(torch.addcmul(b2, ln(x), s2)), g2)
 
 
@@ -139,6 +150,7 @@ class VARStudent(nn.Module):
         self.layerwise_n_d_embed = nn.ModuleList([nn.Linear(C, C) for _ in range(v.depth + 1)])
         self.final_layer_conti = ContinuousHead(C, v.cvae)
         self._compiled = None
+        self._nd_cache: tuple | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -169,9 +181,15 @@ class VARStudent(nn.Module):
         lo, hi = (0, n) if logits_range is None else (int(logits_range[0]), int(logits_range[1]))
         if not 0 <= lo <= hi <= n:
             raise ValueError(f"logits_range must satisfy 0 <= lo <= hi <= {n}, got {(lo, hi)}")
-        nd = self.noise_data_index(t.to(self.device))
+        t = t.to(self.device)
+        nd = self.noise_data_index(t)
+        # One timestep for the whole batch (sampling): the data rows are a common prefix, and
+        # the n/d embeddings are added to two slices in place instead of gathered per row.
+        n_data = None
+        if self._compiled is None and not _compiling() and bool((t == t[0]).all()):
+            n_data = 1 + self.layout.begin(int(t[0]))
         run = self._compiled or self._trunk
-        conti, logits = run(x.to(self.device), labels, nd, lo, hi)
+        conti, logits = run(x.to(self.device), labels, nd, self.nd_tables(), n_data, lo, hi)
         return StudentOutput(conti, logits)
 
     def noise_data_index(self, t: Tensor) -> Tensor:
@@ -183,22 +201,34 @@ class VARStudent(nn.Module):
     def nd_tables(self) -> Tensor:
         """(depth + 2, 2, C): row 0 the n_d_embed table, row i + 1 layerwise_n_d_embed[i] of
         it. dd.py applies each Linear to the (B, L, C) embedding; its rows take only these two
-        values, so the Linear runs on the 2-row table and is gathered per position."""
+        values, so the Linear runs on the 2-row table and is gathered per position. Without
+        autograd the tables are cached until a weight changes (tiny matmuls are slow on CPU)."""
+        if torch.is_grad_enabled() or _compiling():
+            return self._nd_tables()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device)
+                    for p in (self.n_d_embed.weight, *self.layerwise_n_d_embed.parameters()))
+        if self._nd_cache is None or self._nd_cache[0] != key:
+            self._nd_cache = (key, self._nd_tables())
+        return self._nd_cache[1]
+
+    def _nd_tables(self) -> Tensor:
         w = self.n_d_embed.weight
         return torch.stack([w] + [lin(w) for lin in self.layerwise_n_d_embed])
 
-    def _trunk(self, x: Tensor, labels: Tensor, nd: Tensor, lo: int,
-               hi: int) -> tuple[Tensor, Tensor]:
+    def _trunk(self, x: Tensor, labels: Tensor, nd: Tensor, tables: Tensor, n_data: int | None,
+               lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """The network. nd: (B, 1 + L) int64 n/d rows; tables: `nd_tables()`; n_data: the
+        common number of data rows (sos included) when every sample has the same t, else None.
+        Returns (conti (B, L, Cvae), logits (B, hi - lo, V)), both float32."""
         cond = self.class_emb(labels)  # (B, C), raw: no label dropout
         dtype = self.dtype
         h = torch.cat((cond[:, None] + self.pos_start, self.word_embed(x.to(dtype))), dim=1)
         h = h + (self.lvl_embed(self.lvl_1L) + self.pos_1LC)
-        tables = self.nd_tables()
-        h = h + F.embedding(nd, tables[0])
+        h = _add_nd(h, tables[0], nd, n_data)
         bias = self.attn_bias_for_masking.to(dtype)
         for i, blk in enumerate(self.blocks):
-            h = _block(blk, h, cond, bias, F.embedding(nd, tables[i + 1]))
-        h = h + F.embedding(nd, tables[-1])
+            h = _block(blk, h, cond, bias, tables[i + 1], nd, n_data)
+        h = _add_nd(h, tables[-1], nd, n_data)
         logits = self.head(self.head_nm(h[:, 1 + lo : 1 + hi], cond)).float()
         conti = self.final_layer_conti(h[:, 1:], cond).float()
         return conti, logits
