@@ -73,7 +73,7 @@ def build_student(teacher, *, generator: torch.Generator | None = None,
     """A student initialised from a `VARTeacher` (official `init_with_teacher` semantics,
     without its class_emb[1] slip: module docstring).
 
-    generator: draws the new weights (None: a generator seeded with 0); device / dtype: default
+    generator: a CPU generator for the new weights (None: seeded with 0); device / dtype: default
     the teacher transformer's. init_std: std of the new embeddings (official 0.02).
     compile: run the network through torch.compile (`VARStudent.set_compile`).
     """

@@ -186,7 +186,7 @@ class VARStudent(nn.Module):
         # One timestep for the whole batch (sampling): the data rows are a common prefix, and
         # the n/d embeddings are added to two slices in place instead of gathered per row.
         n_data = None
-        if self._compiled is None and not _compiling() and bool((t == t[0]).all()):
+        if self._compiled is None and not _compiling() and t.numel() and bool((t == t[0]).all()):
             n_data = 1 + self.layout.begin(int(t[0]))
         run = self._compiled or self._trunk
         conti, logits = run(x.to(self.device), labels, nd, self.nd_tables(), n_data, lo, hi)
