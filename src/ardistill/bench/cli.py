@@ -6,7 +6,9 @@ import argparse
 import importlib
 
 # target name -> module exposing `add_args(parser)` and `run(args) -> int`
-BENCH_TARGETS: dict[str, str] = {}
+BENCH_TARGETS: dict[str, str] = {
+    "flow": "ardistill.bench.flow",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
