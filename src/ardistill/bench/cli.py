@@ -9,6 +9,7 @@ import importlib
 BENCH_TARGETS: dict[str, str] = {
     "teacher": "ardistill.bench.teacher",
     "student": "ardistill.bench.student",
+    "flow": "ardistill.bench.flow",
 }
 
 
