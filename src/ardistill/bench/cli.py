@@ -10,6 +10,7 @@ BENCH_TARGETS: dict[str, str] = {
     "teacher": "ardistill.bench.teacher",
     "student": "ardistill.bench.student",
     "pairs": "ardistill.bench.pairs",
+    "flow": "ardistill.bench.flow",
 }
 
 

@@ -1,0 +1,167 @@
+"""Flow-map speed: tokens mapped per second, agreement with the reference, teacher-step ratio.
+
+Synthetic problems of `ardistill.flow.reference` (LlamaGen-like: V = 16384, d = 8, top-k 8000;
+VAR-like: V = 4096, d = 32, top-k 900; flat and peaked distributions). Printed, in order:
+1. tokens mapped per second at the default step count for each setting, distribution and batch
+   (positions mapped in one call), with the mean full-codebook and pruned denoiser evaluations
+   per token;
+2. token agreement with the float64 reference solver on a sample;
+3. one LlamaGen-B decode step (random weights, CFG 2.0, KV cache) at the same batch as the
+   LlamaGen-like map, and the map's cost relative to it (the goal: at most 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ardistill.cli import CLIError
+from ardistill.flow import DEFAULT_NUM_STEPS, FlowMap, FlowSolverConfig
+from ardistill.flow.reference import LOGIT_STD, make_flow_problem, reference_solve
+
+SETTINGS = ("llamagen", "var")
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    p.add_argument("--quick", action="store_true",
+                   help="batch 256 only, 1 timed run, 100 agreement rows, teacher batch 64")
+    p.add_argument("--batches", default="256,2048",
+                   help="positions per map call (default 256,2048)")
+    p.add_argument("--num-steps", type=int, default=None,
+                   help=f"solver steps (default: the library default, {DEFAULT_NUM_STEPS})")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per case (best is kept)")
+    p.add_argument("--agreement-rows", type=int, default=1000,
+                   help="rows per setting and distribution compared with the reference")
+    p.add_argument("--teacher-batch", type=int, default=256,
+                   help="batch of the LlamaGen-B decode step (0: skip the teacher)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads for this run (0: leave torch's default)")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_map(fm: FlowMap, noise: torch.Tensor, probs: torch.Tensor, repeats: int) -> float:
+    """Best wall-clock seconds of one `fm.solve(noise, probs)` after a warm-up call."""
+    dev = noise.device
+    fm.solve(noise, probs)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        fm.solve(noise, probs)
+        _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@torch.inference_mode()
+def teacher_decode_step_seconds(batch: int, device: torch.device | str, dtype: torch.dtype,
+                                warmup: int = 2, steps: int = 4) -> float:
+    """Seconds of one LlamaGen-B KV-cache decode step (next_probs + push) at `batch` images,
+    with the preset's DD sampling (CFG 2.0: 2 x batch rows), random weights. Mean over `steps`
+    steps after `warmup` steps. Raises ImportError/KeyError when the teacher is not available."""
+    from ardistill.teachers.registry import load_teacher
+
+    device = torch.device(device)
+    teacher = load_teacher("llamagen-b", random_weights=True, device=device, dtype=dtype)
+    gen = torch.Generator().manual_seed(0)
+    cond = teacher.sample_conditions(batch, gen).to(device)
+    session = teacher.start(cond, teacher.default_sampling)
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        probs = session.next_probs()
+        session.push(probs.argmax(-1))
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def _config(args) -> FlowSolverConfig:
+    if args.num_steps is None:
+        return FlowSolverConfig()
+    return FlowSolverConfig(num_steps=args.num_steps)
+
+
+def _speed_table(args, device: torch.device, batches: list[int]) -> dict:
+    cfg = _config(args)
+    print(f"tokens mapped per second (num_steps={cfg.num_steps}, device={device}, "
+          f"threads={torch.get_num_threads()})")
+    print(f"{'setting':9} {'dist':7} {'batch':>6} {'tokens/s':>10} {'ms/call':>9} "
+          f"{'full evals':>10} {'pruned evals':>12}")
+    times = {}
+    for name in SETTINGS:
+        for dist, std in LOGIT_STD.items():
+            for b in batches:
+                noise, probs, C = (t.to(device) for t in make_flow_problem(name, b, std, seed=1))
+                fm = FlowMap(C, cfg)
+                sec = time_map(fm, noise, probs, args.repeats)
+                r = fm.solve(noise, probs)
+                times[(name, dist, b)] = sec
+                print(f"{name:9} {dist:7} {b:6d} {b / sec:10.0f} {1e3 * sec:9.1f} "
+                      f"{r.full_evals.float().mean().item():10.2f} "
+                      f"{r.pruned_evals.float().mean().item():12.2f}", flush=True)
+    return times
+
+
+def _agreement(args, device: torch.device, n: int) -> None:
+    cfg = _config(args)
+    print(f"\nagreement with the float64 reference ({n} rows each, seed 2)")
+    for name in SETTINGS:
+        for dist, std in LOGIT_STD.items():
+            noise, probs, C = make_flow_problem(name, n, std, seed=2)
+            t0 = time.perf_counter()
+            ref = reference_solve(noise, probs, C).tokens
+            ref_s = time.perf_counter() - t0
+            got = FlowMap(C.to(device), cfg)(noise.to(device), probs.to(device)).cpu()
+            bad = int((got != ref).sum())
+            print(f"{name:9} {dist:7} {100 * (1 - bad / n):8.3f}%  ({bad} of {n} differ; "
+                  f"reference {ref_s:.0f} s)", flush=True)
+
+
+def _teacher_ratio(args, device: torch.device, times: dict, batch: int) -> None:
+    print(f"\nLlamaGen-B decode step (random weights, float32, CFG 2.0) at batch {batch}")
+    try:
+        step = teacher_decode_step_seconds(batch, device, torch.float32)
+    except (ImportError, KeyError) as e:
+        print(f"teacher not available: {e}")
+        return
+    print(f"teacher step: {1e3 * step:.1f} ms")
+    cfg = _config(args)
+    for dist, std in LOGIT_STD.items():
+        sec = times.get(("llamagen", dist, batch))
+        if sec is None:
+            noise, probs, C = (t.to(device) for t in make_flow_problem("llamagen", batch, std, 1))
+            sec = time_map(FlowMap(C, cfg), noise, probs, args.repeats)
+        print(f"flow map, llamagen {dist:6}: {1e3 * sec:.1f} ms = {100 * sec / step:.1f}% "
+              f"of the teacher step (goal <= 10%)")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda requested but torch.cuda.is_available() is False")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b]
+    except ValueError as e:
+        raise CLIError(f"--batches must be comma-separated integers: {e}") from e
+    if not batches or min(batches) < 1:
+        raise CLIError("--batches needs at least one positive batch size")
+    rows, tbatch = args.agreement_rows, args.teacher_batch
+    if args.quick:
+        batches, args.repeats, rows, tbatch = [256], 1, 100, min(tbatch, 64)
+    with torch.inference_mode():
+        times = _speed_table(args, device, batches)
+        if rows > 0:
+            _agreement(args, device, rows)
+    if tbatch > 0:
+        _teacher_ratio(args, device, times, tbatch)
+    return 0
