@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RUN_TINY
 
 from ardistill.pairs.dist import DistContext, RankError
 from ardistill.pairs.verify import verify_pairs
+from conftest import RUN_TINY
 
 
 def torchrun(nproc: int, args: list[str], env: dict) -> subprocess.CompletedProcess:

@@ -10,13 +10,13 @@ import sys
 import time
 
 import pytest
-from conftest import RUN_TINY
 
 from ardistill.pairs.config import GenOptions, PairsSettings, settings_from_identity
 from ardistill.pairs.files import PairsFileError, read_json
 from ardistill.pairs.run import SettingsMismatch, finalize, generate_pairs
 from ardistill.pairs.verify import verify_pairs
 from ardistill.teachers.base import SamplingConfig
+from conftest import RUN_TINY
 
 VAR_ARGS = ["--teacher", "tiny-var", "--seed", "3", "--shard-size", "4", "--micro-batch", "2",
             "--batch-size", "2", "--no-progress"]

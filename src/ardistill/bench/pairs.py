@@ -95,7 +95,7 @@ def _warm_up(job: PairsJob) -> None:
     lay = job.teacher.layout
     with intra_op_threads(job.settings.threads), torch.no_grad():
         session = job.teacher.start(cond, job.sampling)
-        for step in range(min(2, lay.num_steps)):
+        for _step in range(min(2, lay.num_steps)):
             probs = session.next_probs()
             noise = torch.randn(*probs.shape[:2], job.teacher.codebook_dim, device=job.device)
             session.push(job.noise_map(noise, probs).long())
