@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "ardistill.bench.cli",
     "ardistill.sampling.eval_cli",
     "ardistill.zoo.cli",
+    "ardistill.zoo.teacher_cli",
 ]
 
 
