@@ -96,11 +96,12 @@ def test_ar_training_lowers_the_nll_and_is_deterministic():
     labels = torch.arange(20) % 10
     recipe = ARRecipe(steps=30, batch_size=10, warmup=3, lr=1e-2, ema_decay=0.5)
     init = OPS.new_ar(TINY_GPT, torch.Generator().manual_seed(1))
-    model, rec = train_ar(OPS, TINY_GPT, recipe, base, labels, seed=1, val=(base, labels),
-                          eval_every=15, progress=False)
-    again, _ = train_ar(OPS, TINY_GPT, recipe, base, labels, seed=1, progress=False)
+    model, rec = train_ar(OPS, TINY_GPT, recipe, None, base, labels, seed=1,
+                          val=(base, labels), eval_every=15, progress=False)
+    again, _ = train_ar(OPS, TINY_GPT, recipe, None, base, labels, seed=1, progress=False)
     assert fingerprint(model) == fingerprint(again)
-    nll0, nll1 = token_nll(OPS, init, base, labels), token_nll(OPS, model, base, labels)
+    nll0 = token_nll(OPS, init, None, base, labels)
+    nll1 = token_nll(OPS, model, None, base, labels)
     assert nll0 == pytest.approx(torch.log(torch.tensor(64.0)).item(), rel=1e-4)  # zero head
     assert nll1 < nll0 - 0.5
     assert [c["step"] for c in rec["curve"]] == [15, 30]
@@ -113,7 +114,7 @@ def test_ar_training_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train_ar(OPS, TINY_GPT, ARRecipe(steps=2, batch_size=2, warmup=1), base,
+    train_ar(OPS, TINY_GPT, ARRecipe(steps=2, batch_size=2, warmup=1), None, base,
              torch.arange(4), seed=0, progress=False)
     assert torch.equal(torch.rand(3), expected)
 

@@ -116,8 +116,8 @@ def run_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, com
 
     held, held_y = mnist_images("heldout")
     val = (ops.encode(tok, held), held_y)
-    ar, log = train_ar(ops, preset.model_config, recipe.ar, tokens, tok_labels, seed=recipe.seed,
-                       val=val, progress=progress)
+    ar, log = train_ar(ops, preset.model_config, recipe.ar, tok, tokens, tok_labels,
+                       seed=recipe.seed, val=val, progress=progress)
     info = save_half(ar, out / names["model"], {"preset": preset.name, "part": "model"})
     teacher = load_teacher(preset.name, model_ckpt=out / names["model"], tokenizer_ckpt=tok_path)
     record.pop("teacher", None)

@@ -52,9 +52,11 @@ class FamilyOps(Protocol):
         """Rate of label dropout to the null class (the config's own value)."""
         ...
 
-    def ar_logits(self, ar: nn.Module, tokens: Tensor, labels: Tensor, drop: Tensor) -> Tensor:
+    def ar_logits(self, ar: nn.Module, tok: nn.Module, tokens: Tensor, labels: Tensor,
+                  drop: Tensor) -> Tensor:
         """Teacher forcing: tokens (B, N) int64, labels (B,) int64, drop (B,) bool (-> null
-        class) -> (B, N, V) float32 logits, row i predicting token i."""
+        class) -> (B, N, V) float32 logits, row i predicting token i. `tok` (the frozen
+        tokenizer) builds the AR inputs where the family needs it (VAR's f_hat inputs)."""
         ...
 
     def load_tokenizer(self, cfg: Any, path: str | Path) -> nn.Module:

@@ -49,7 +49,8 @@ class LlamaGenOps:
     def class_dropout(self, cfg: GPTConfig) -> float:
         return cfg.class_dropout_prob
 
-    def ar_logits(self, ar: GPT, tokens: Tensor, labels: Tensor, drop: Tensor) -> Tensor:
+    def ar_logits(self, ar: GPT, tok: VQModel, tokens: Tensor, labels: Tensor,
+                  drop: Tensor) -> Tensor:
         return ar(tokens[:, :-1], labels, cond_drop=drop)  # (B, N, V): row j predicts token j
 
     def load_tokenizer(self, cfg: VQConfig, path: str | Path) -> VQModel:

@@ -163,7 +163,7 @@ def tokenize(
     return torch.cat(toks), labels.repeat(len(offsets))
 
 
-def token_nll(ops: FamilyOps, ar: nn.Module, tokens: Tensor, labels: Tensor,
+def token_nll(ops: FamilyOps, ar: nn.Module, tok: nn.Module, tokens: Tensor, labels: Tensor,
               batch_size: int = 250) -> float:
     """Mean conditional negative log-likelihood (nats per token) of (N, L) tokens."""
     total, count = 0.0, 0
@@ -172,7 +172,7 @@ def token_nll(ops: FamilyOps, ar: nn.Module, tokens: Tensor, labels: Tensor,
     with torch.no_grad():
         for s in range(0, len(tokens), batch_size):
             t, lab = tokens[s : s + batch_size], labels[s : s + batch_size]
-            logits = ops.ar_logits(ar, t, lab, torch.zeros_like(lab, dtype=torch.bool))
+            logits = ops.ar_logits(ar, tok, t, lab, torch.zeros_like(lab, dtype=torch.bool))
             total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1),
                                            reduction="sum"))
             count += t.numel()
@@ -184,6 +184,7 @@ def train_ar(
     ops: FamilyOps,
     cfg,
     recipe: ARRecipe,
+    tok: nn.Module,
     tokens: Tensor,
     labels: Tensor,
     *,
@@ -192,7 +193,8 @@ def train_ar(
     eval_every: int = 500,
     progress: bool = True,
 ) -> tuple[nn.Module, dict]:
-    """Train the AR model of config `cfg` on (N, L) int64 tokens with (N,) int64 labels.
+    """Train the AR model of config `cfg` on (N, L) int64 tokens of the frozen tokenizer `tok`
+    with (N,) int64 labels.
 
     val: (tokens, labels) whose NLL (EMA weights) is recorded every `eval_every` steps.
     returns: (EMA model in eval mode, record: seconds, losses, validation curve).
@@ -216,7 +218,7 @@ def train_ar(
         for step, idx in zip(range(recipe.steps), batches(len(tokens), recipe.batch_size, g)):
             t, lab = tokens[idx], labels[idx]
             drop = torch.rand(len(idx), generator=g) < p_drop
-            logits = ops.ar_logits(model, t, lab, drop)
+            logits = ops.ar_logits(model, tok, t, lab, drop)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -230,7 +232,7 @@ def train_ar(
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             if val is not None and ((step + 1) % eval_every == 0 or step + 1 == recipe.steps):
                 curve.append({"step": step + 1, "train_loss_last50": sum(window) / len(window),
-                              "val_nll": token_nll(ops, ema.module, *val)})
+                              "val_nll": token_nll(ops, ema.module, tok, *val)})
                 bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{curve[-1]['val_nll']:.3f}")
     bar.close()
     record = {"seconds": round(time.perf_counter() - t0, 1),

@@ -64,18 +64,19 @@ def _c2i_preset(suffix: str) -> TeacherPreset:
 PRESETS: dict[str, TeacherPreset] = {f"llamagen-{s}": _c2i_preset(s) for s in _C2I}
 # The embedded default (ardistill/zoo): trained here on the embedded MNIST digits
 # (`ardistill teacher train mnist-llamagen`, recipe in zoo/recipes.py, numbers in docs/zoo.md).
-# The official classes at a small size: VQ with ch 32 and one level less of downsampling
-# (32x32 px -> 8x8 = 64 tokens, codebook 512 x 8, L2-normalised lookup as official) and a
+# The official classes at a small size: VQ with ch 32 and two downsampling levels instead of
+# four (32x32 px -> 8x8 = 64 tokens, codebook 256 x 8, L2-normalised lookup as official) and a
 # 4-layer GPT (width 96, 4 heads, 2-D RoPE, class token, null class row for CFG).
-MNIST_VQ = VQConfig(codebook_size=512, codebook_embed_dim=8, encoder_ch_mult=(1, 1, 1),
+MNIST_VQ = VQConfig(codebook_size=256, codebook_embed_dim=8, encoder_ch_mult=(1, 1, 1),
                     decoder_ch_mult=(1, 1, 1), z_channels=32, ch=32, num_res_blocks=1,
                     codebook_show_usage=False)
 MNIST_GPT = GPTConfig(dim=96, n_layer=4, n_head=4, multiple_of=32, num_classes=10,
-                      vocab_size=512, block_size=64)
+                      vocab_size=256, block_size=64, token_dropout_p=0.05, resid_dropout_p=0.05,
+                      ffn_dropout_p=0.05)
 PRESETS["mnist-llamagen"] = TeacherPreset(
     name="mnist-llamagen",
     family="llamagen",
-    description="embedded LlamaGen-style teacher: MNIST 32x32, 8x8 tokens, VQ 512 x 8, "
+    description="embedded LlamaGen-style teacher: MNIST 32x32, 8x8 tokens, VQ 256 x 8, "
     "GPT 4 x 96, 10 digit classes (weights ship with ardistill)",
     model_config=MNIST_GPT,
     tokenizer_config=MNIST_VQ,
