@@ -8,6 +8,7 @@ import importlib
 # target name -> module exposing `add_args(parser)` and `run(args) -> int`
 BENCH_TARGETS: dict[str, str] = {
     "teacher": "ardistill.bench.teacher",
+    "student": "ardistill.bench.student",
 }
 
 

@@ -16,7 +16,8 @@ from ardistill.teachers.base import Condition, TokenLayout
 
 
 class StudentOutput(NamedTuple):
-    """conti: (B, N, d) float continuous-head latents; logits: (B, N, V) float32.
+    """conti: (B, N, d) float continuous-head latents; logits: (B, N, V) float32, or
+    (B, hi - lo, V) for positions lo..hi-1 when the student was called with `logits_range`.
     Row i is the prediction for position i (no shift)."""
 
     conti: Tensor
@@ -30,7 +31,15 @@ class Student(Protocol):
     vocab_size: int
     codebook_dim: int
 
-    def __call__(self, x: Tensor, cond: Condition, t: Tensor) -> StudentOutput:
+    def __call__(
+        self,
+        x: Tensor,
+        cond: Condition,
+        t: Tensor,
+        logits_range: tuple[int, int] | None = None,
+    ) -> StudentOutput:
         """x: (B, N, d) float (data vectors at positions < layout.begin(t), noise after);
-        t: (B,) int64 DD timestep in AR steps (tokens for LlamaGen, scales for VAR)."""
+        t: (B,) int64 DD timestep in AR steps (tokens for LlamaGen, scales for VAR).
+        logits_range: (lo, hi) computes the logits head only for positions lo..hi-1, so that
+        `logits` is (B, hi - lo, V) (speed: the caller uses no other logits); None: all N."""
         ...

@@ -10,18 +10,23 @@ match the official release (`eval_fewstep.py`, `VAR/sample.py`), which the oracl
 - `final_sequence(..., split)`: `codebook[argmax logits]` before `begin(split)`, the continuous
   head from there on;
 - `few_step`: `x = noise`; for t in t_list:
-  `x = final_sequence(final_predict(student(perturb(x))))`.
+  `x = final_sequence(final_predict(student(perturb(x))))`. Each `step` computes exactly that,
+  asking the student for the logits of the positions it uses only (`logits_range`);
+- `teacher_involved`: "pre-trained-n-m" (method.md §6): a DD step, the teacher regenerates
+  steps n..m-1 after the snapped prefix (any chooser: greedy, multinomial, or the flow map
+  through `NoiseChooser`), a DD step at m.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ardistill.student.base import Student, StudentOutput
-from ardistill.teachers.base import Condition, TokenLayout
+from ardistill.teachers.base import Chooser, Condition, SamplingConfig, Teacher, TokenLayout, decode
 
 
 def data_mask(layout: TokenLayout, t: Tensor, n: int | None = None) -> Tensor:
@@ -86,12 +91,24 @@ def step(
     split: int,
     codebook: Tensor,
 ) -> Tensor:
-    """One DD step at timestep t: (B, N, d) current sequence -> (B, N, d) new sequence."""
+    """One DD step at timestep t: (B, N, d) current sequence -> (B, N, d) new sequence.
+
+    Equals `final_sequence(final_predict(student(X_t)), split)`, computing only what that
+    uses: the logits head runs on positions begin(t)..begin(split)-1 only (before begin(t)
+    final_predict replaces the logits by the one-hot of the nearest codeword)."""
     layout = student.layout
+    lo, hi = layout.begin(t), layout.begin(split)
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
     x_t = perturb(layout, x, noise, tt)
-    out = student(x_t, cond, tt)
-    return final_sequence(layout, final_predict(layout, out, x_t, tt, codebook), split, codebook)
+    out = student(x_t, cond, tt, logits_range=(lo, max(lo, hi)))
+    seq = out.conti.clone()  # (B, N, d); tiny, and keeps the student's output untouched
+    seq[:, :lo] = x_t[:, :lo]  # data positions keep their vectors (final_predict)
+    n_snap = min(lo, hi)  # data positions before the split: snapped to the nearest codeword
+    if n_snap:
+        seq[:, :n_snap] = codebook[nearest_codes(x_t[:, :n_snap], codebook)].to(seq.dtype)
+    if hi > lo:
+        seq[:, lo:hi] = codebook[out.logits.argmax(-1)].to(seq.dtype)
+    return seq
 
 
 @torch.no_grad()
@@ -123,3 +140,101 @@ def _check_t_list(layout: TokenLayout, t_list: Sequence[int]) -> None:
         raise ValueError(f"t_list must be strictly increasing, got {list(t_list)}")
     if int(t_list[-1]) >= layout.num_steps:
         raise ValueError(f"t_list {list(t_list)} reaches past the last step {layout.num_steps - 1}")
+
+
+# ----------------------------------------------------------------------------- teacher-involved
+
+
+@dataclass
+class NoiseChooser:
+    """A chooser driven by the DD noise of the positions it fills, e.g. the flow map
+    (method.md §2): `NoiseChooser(FlowMap(codebook), noise, teacher.layout)`. With it a
+    teacher-involved sample stays a deterministic function of the noise.
+
+    map: (B, l, d) noise, (B, l, V) probs -> (B, l) int64 tokens; noise: (B, N, d), the same
+    noise the student starts from."""
+
+    map: Callable[[Tensor, Tensor], Tensor]
+    noise: Tensor
+    layout: TokenLayout
+
+    def __call__(self, step: int, probs: Tensor) -> Tensor:
+        eps = self.noise[:, self.layout.step_slice(step)].to(probs.device)
+        return self.map(eps, probs).long()
+
+
+@dataclass
+class TeacherInvolvedTrace:
+    """Intermediate states of `teacher_involved` (N positions, d codebook dims).
+
+    x_step1: (B, N, d) sequence after the first DD step; snapped: (B, N) int64 its nearest
+    codewords (both None when teacher_start == 0); teacher_tokens: (B, begin(m)) int64, the
+    snapped prefix then the teacher's tokens; x_teacher: (B, N, d) codebook[teacher_tokens]
+    then the original noise; x: (B, N, d) the final sequence."""
+
+    x_step1: Tensor | None
+    snapped: Tensor | None
+    teacher_tokens: Tensor
+    x_teacher: Tensor
+    x: Tensor
+
+
+@torch.no_grad()
+def teacher_involved(
+    student: Student,
+    teacher: Teacher,
+    noise: Tensor,
+    cond: Condition,
+    t_list: Sequence[int],
+    teacher_start: int,
+    split: int,
+    codebook: Tensor,
+    choose: Chooser,
+    sampling: SamplingConfig | None = None,
+    *,
+    return_trace: bool = False,
+    **teacher_options,
+) -> Tensor | TeacherInvolvedTrace:
+    """"pre-trained-n-m" sampling (method.md §6; eval_combine_sample.py, VAR combine_sample.py).
+
+    t_list = (0, m), teacher_start = n (AR steps, 0 <= n < m <= num_steps):
+    1. n > 0: one DD step at t = 0 from `noise` (B, N, d); snap every position to its nearest
+       codeword and keep the first begin(n) tokens (n = 0 skips this step);
+    2. the teacher generates steps n..m-1 after that prefix (`decode` with `choose`:
+       greedy, `MultinomialChooser`, or a `NoiseChooser` over the flow map; `sampling`
+       defaults to `teacher.default_sampling`; `teacher_options` go to `teacher.start`, e.g.
+       VAR's `official_prefix_quirk=True`);
+    3. x = cat(codebook[tokens], noise[:, begin(m):]); one DD step at t = m (none when
+       m == num_steps). Both DD steps use `split`.
+    Returns the final (B, N, d) sequence, or a `TeacherInvolvedTrace` with `return_trace`.
+    """
+    layout = student.layout
+    _check_teacher_involved(layout, teacher, t_list, teacher_start)
+    m, n = int(t_list[1]), int(teacher_start)
+    sampling = teacher.default_sampling if sampling is None else sampling
+    x_step1 = snapped = prefix = None
+    if n > 0:
+        x_step1 = step(student, noise, noise, cond, int(t_list[0]), split, codebook)
+        snapped = nearest_codes(x_step1, codebook)
+        prefix = snapped[:, : layout.begin(n)]
+    tokens = decode(teacher, cond, sampling, choose, prefix=prefix, end_step=m, **teacher_options)
+    tokens = tokens.to(codebook.device, torch.long)
+    x_teacher = torch.cat([codebook[tokens].to(noise.dtype), noise[:, tokens.shape[1] :]], dim=1)
+    x = x_teacher
+    if m < layout.num_steps:
+        x = step(student, x_teacher, noise, cond, m, split, codebook)
+    if return_trace:
+        return TeacherInvolvedTrace(x_step1, snapped, tokens, x_teacher, x)
+    return x
+
+
+def _check_teacher_involved(layout: TokenLayout, teacher: Teacher, t_list: Sequence[int],
+                            teacher_start: int) -> None:
+    if teacher.layout != layout:
+        raise ValueError(f"teacher layout {teacher.layout} differs from the student's {layout}")
+    if len(t_list) != 2 or int(t_list[0]) != 0:
+        raise ValueError(f"teacher-involved t_list must be (0, m), got {list(t_list)}")
+    m = int(t_list[1])
+    if not 0 <= int(teacher_start) < m <= layout.num_steps:
+        raise ValueError(f"need 0 <= teacher_start < m <= {layout.num_steps}, got "
+                         f"teacher_start={teacher_start}, m={m}")
