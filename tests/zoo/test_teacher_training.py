@@ -51,14 +51,17 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(55, 100, 10) < lr_factor(30, 100, 10)
 
 
-def test_ema_tracks_the_average():
+def test_ema_averages_parameters_and_copies_buffers():
     m = torch.nn.Linear(2, 2)
+    m.register_buffer("mask", torch.tensor([0.0, float("-inf")]))
     ema = EMA(m, decay=0.5)
     with torch.no_grad():
         m.weight.fill_(1.0)
+        m.mask[0] = 2.0
     before = ema.module.weight.clone()
     ema.update(m, step=100)  # decay 0.5
     assert torch.allclose(ema.module.weight, 0.5 * before + 0.5)
+    assert ema.module.mask.tolist() == [2.0, float("-inf")]  # copied, never NaN
     assert not ema.module.weight.requires_grad
 
 
@@ -129,3 +132,25 @@ def test_recipes_validate():
         ARRecipe(ema_decay=1.0).validate()
     with pytest.raises(ValueError, match="limit"):
         TeacherRecipe("x", limit=0).validate()
+
+
+def test_var_stages_train_and_are_deterministic(digits):
+    from ardistill.teachers.var.tiny import tiny_configs
+
+    ops = family_ops("var")
+    var_cfg, vae_cfg = tiny_configs(num_classes=10, vocab_size=32, cvae=8, depth=1)
+    x, y = digits
+    small = torch.nn.functional.avg_pool2d(x, 4)  # (10, 3, 8, 8): the tiny VQVAE's size
+    recipe = TokenizerRecipe(steps=6, batch_size=5, warmup=1, lr=3e-3, max_shift=0)
+    tok, _ = train_tokenizer(ops, vae_cfg, recipe, small, seed=0, progress=False)
+    again, _ = train_tokenizer(ops, vae_cfg, recipe, small, seed=0, progress=False)
+    assert fingerprint(tok) == fingerprint(again)
+    tokens = ops.encode(tok, small)
+    assert tokens.shape == (10, 30) and ops.decode(tok, tokens).shape == (10, 3, 8, 8)
+    ar_recipe = ARRecipe(steps=25, batch_size=10, warmup=2, lr=1e-2, ema_decay=0.5, shifts=0)
+    init = ops.new_ar(var_cfg, torch.Generator().manual_seed(2))
+    model, _ = train_ar(ops, var_cfg, ar_recipe, tok, tokens, y, seed=2, progress=False)
+    again, _ = train_ar(ops, var_cfg, ar_recipe, tok, tokens, y, seed=2, progress=False)
+    assert fingerprint(model) == fingerprint(again)
+    nll0, nll1 = (token_nll(ops, m, tok, tokens, y) for m in (init, model))
+    assert nll1 < nll0 - 0.3

@@ -119,16 +119,37 @@ def run_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, com
     ar, log = train_ar(ops, preset.model_config, recipe.ar, tok, tokens, tok_labels,
                        seed=recipe.seed, val=val, progress=progress)
     info = save_half(ar, out / names["model"], {"preset": preset.name, "part": "model"})
-    teacher = load_teacher(preset.name, model_ckpt=out / names["model"], tokenizer_ckpt=tok_path)
     record.pop("teacher", None)
     record["ar"] = {"command": command, "recipe": asdict(recipe.ar),
                     "parameters": count_parameters(ar), "file": info, "training": log,
                     "train_sequences": len(tokens)}
+    write_record(record, out / names["record"])
+    return run_eval_stage(preset, recipe, out, command=command, progress=progress)
+
+
+def run_eval_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, command: str,
+                   progress: bool = True) -> dict:
+    """(Re)measure the teacher in `out` with the preset's current sampling settings: quality,
+    speed and reference outputs (the record's "teacher" part; the weights are untouched)."""
+    ops, names = family_ops(preset.family), file_names(preset)
+    record = read_record(out / names["record"])
+    model, tok = out / names["model"], out / names["tokenizer"]
+    for part, path in (("tokenizer", tok), ("ar", model)):
+        if not path.is_file() or record.get(part, {}).get("file", {}).get(
+                "sha256") != sha256_file(path):
+            raise FileNotFoundError(
+                f"{out}: no {part} file of this run (or it changed since its record was "
+                f"written); run `ardistill teacher train {preset.name} --out {out}` first")
+    teacher = load_teacher(preset.name, model_ckpt=model, tokenizer_ckpt=tok)
+    images, labels = train_images(recipe.limit)
+    train_tokens, _ = tokenize(ops, ops.load_tokenizer(preset.tokenizer_config, tok), images,
+                               labels)
     record["teacher"] = {
+        "command": command,
         "fingerprint": teacher.fingerprint(),
         "sampling": asdict(preset.sampling),
         "quality": evaluate_teacher(teacher, preset.sampling, n=recipe.eval_samples,
-                                    seed=recipe.seed, train_tokens=tokens[: len(images)],
+                                    seed=recipe.seed, train_tokens=train_tokens,
                                     progress=progress),
         "speed": measure_speed(teacher, preset.sampling),
         "reference": reference_outputs(teacher),

@@ -95,6 +95,7 @@ def _positive(obj, *names: str) -> None:
 # The recipes of the shipped teachers (docs/zoo.md records what they produced).
 RECIPES: dict[str, TeacherRecipe] = {
     "mnist-llamagen": TeacherRecipe("mnist-llamagen"),
+    "mnist-var": TeacherRecipe("mnist-var"),
 }
 
 

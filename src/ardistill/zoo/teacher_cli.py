@@ -4,10 +4,13 @@
     ardistill teacher eval mnist-llamagen [--weights DIR] [--cfg 2.0 --top-k 0 ...]
 
 `train` runs the preset's recipe (zoo/recipes.py): stage `tokenizer`, then stage `ar` on the
-tokenizer written in DIR (`all`, the default, runs both). The shipped files were made with
-`--out src/ardistill/zoo/weights` (docs/zoo.md). `eval` samples a teacher (the shipped one, or
-the files in `--weights DIR`) and prints FID against the train and held-out digits, the
-feature network's accuracy on the requested class, precision / recall and the time per image.
+tokenizer written in DIR (`all`, the default, runs both); stage `eval` re-measures the teacher
+in DIR (quality, speed, reference outputs) after a change of the preset's sampling settings.
+The shipped files were made with `--out src/ardistill/zoo/weights` (docs/zoo.md).
+
+`eval` samples a teacher (the shipped one, or the files in `--weights DIR`) and prints FID
+against the train and held-out digits, the feature network's accuracy on the requested class,
+precision / recall and the time per image.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-STAGES = ("tokenizer", "ar", "all")
+STAGES = ("tokenizer", "ar", "eval", "all")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +42,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path,
                    help="output directory (the shipped copy lives in src/ardistill/zoo/weights)")
     p.add_argument("--stage", choices=STAGES, default="all",
-                   help="tokenizer, ar (needs the tokenizer in --out) or all (default)")
+                   help="tokenizer; ar (needs the tokenizer in --out; measures the teacher "
+                   "too); eval (re-measure the teacher in --out with the preset's current "
+                   "sampling, weights untouched); all (default: tokenizer then ar)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the recipe's, 0)")
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first LIMIT train images only (quick checks)")
@@ -116,7 +121,7 @@ def _command(args: argparse.Namespace, stage: str) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     from ardistill.cli import CLIError
-    from ardistill.zoo.build_teacher import run_ar_stage, run_tokenizer_stage
+    from ardistill.zoo.build_teacher import run_ar_stage, run_eval_stage, run_tokenizer_stage
 
     preset, recipe = _embedded_preset(args.preset), _recipe(args)
     progress = not args.no_progress
@@ -127,10 +132,11 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"tokenizer: held-out MSE {q['heldout_mse']:.5f} (PSNR {q['heldout_psnr_db']:.2f} "
               f"dB), recon FID {q['recon_fid_train']:.3f}, codes used {q['codes_used']}/"
               f"{q['codebook_size']}, {rec['tokenizer']['training']['seconds']} s")
-    if args.stage in ("ar", "all"):
+    if args.stage in ("ar", "eval", "all"):
+        stage = "eval" if args.stage == "eval" else "ar"
+        run = run_eval_stage if stage == "eval" else run_ar_stage
         try:
-            rec = run_ar_stage(preset, recipe, args.out, command=_command(args, "ar"),
-                               progress=progress)
+            rec = run(preset, recipe, args.out, command=_command(args, stage), progress=progress)
         except FileNotFoundError as e:
             raise CLIError(str(e)) from e
         _print_quality(rec["teacher"]["quality"], rec["teacher"]["speed"])

@@ -58,6 +58,7 @@ def save_half(module: nn.Module, path: str | Path, metadata: dict[str, str]) -> 
             v = half
         sd[k] = v
     save_file(sd, str(path), metadata=metadata)
+    path.chmod(0o644)  # package data: readable by everyone (safetensors writes 0600)
     return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
             "dtype": str(STORAGE_DTYPE).removeprefix("torch."), "max_abs_rounding": worst}
 

@@ -28,6 +28,7 @@ from ardistill.metrics import (
 )
 from ardistill.teachers.base import Condition, MultinomialChooser, SamplingConfig, Teacher, decode
 from ardistill.zoo.families import FamilyOps
+from ardistill.zoo.train_teacher import tokenize
 
 
 @dataclass
@@ -105,10 +106,11 @@ def tokenizer_quality(ops: FamilyOps, tok: nn.Module, extractor: FeatureExtracto
     from ardistill.data.mnist import mnist_images
 
     held, held_y = mnist_images("heldout")
-    train, _ = mnist_images("train")
+    train, train_y = mnist_images("train")
     recon = ops.decode(tok, ops.encode(tok, held)).clamp(-1.0, 1.0)
     mse = float((recon - held).pow(2).mean())
-    counts = torch.bincount(ops.encode(tok, train).reshape(-1), minlength=codebook_size)
+    train_tokens, _ = tokenize(ops, tok, train, train_y)
+    counts = torch.bincount(train_tokens.reshape(-1), minlength=codebook_size)
     p = counts.double() / counts.sum()
     perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
     q = image_quality(recon, held_y, extractor, data)

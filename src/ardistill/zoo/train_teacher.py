@@ -67,7 +67,8 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Ten
 
 
 class EMA:
-    """Exponential moving average of a module's floating-point state (parameters and buffers).
+    """Exponential moving average of a module's parameters; buffers are copied (they are
+    constants or statistics: averaging VAR's -inf attention mask would give NaN).
 
     decay ramps as min(decay, (1 + step) / (10 + step)) so early weights fade quickly.
     """
@@ -79,12 +80,10 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        src = module.state_dict()
-        for k, v in self.module.state_dict().items():
-            if v.is_floating_point():
-                v.lerp_(src[k].detach(), 1.0 - d)
-            else:
-                v.copy_(src[k])
+        for avg, p in zip(self.module.parameters(), module.parameters()):
+            avg.lerp_(p.detach(), 1.0 - d)
+        for avg, b in zip(self.module.buffers(), module.buffers()):
+            avg.copy_(b)
 
 
 def _progress(total: int, desc: str, enabled: bool):
