@@ -11,7 +11,9 @@ detected from its shapes), and fails with a message naming the problem.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,41 @@ class TeacherPreset:
     official_files: tuple[str, ...] = ()  # e.g. ("c2i_B_256.pt", "vq_ds16_c2i.pt")
     embedded: bool = False  # weights ship inside ardistill (the zoo)
     extra: dict = field(default_factory=dict)
+
+
+# Package folder of the shipped weights (`ardistill/zoo/weights`), read as package data.
+EMBEDDED_WEIGHTS = ("zoo", "weights")
+
+
+@contextlib.contextmanager
+def embedded_checkpoints(
+    preset: TeacherPreset, model_ckpt: str | Path | None, tokenizer_ckpt: str | Path | None
+) -> Iterator[tuple[str | Path, str | Path]]:
+    """(model_ckpt, tokenizer_ckpt) with the preset's shipped package files filling in what was
+    not given (`extra["model_file"]` / `extra["tokenizer_file"]`, found through
+    `importlib.resources`, so an installed package needs nothing else)."""
+    from importlib import resources
+
+    from ardistill.utils.checkpoint import CheckpointError
+
+    folder = resources.files("ardistill")
+    for part in EMBEDDED_WEIGHTS:
+        folder = folder.joinpath(part)
+    with contextlib.ExitStack() as stack:
+        out = []
+        for given, key in ((model_ckpt, "model_file"), (tokenizer_ckpt, "tokenizer_file")):
+            if given is not None:
+                out.append(given)
+                continue
+            res = folder.joinpath(preset.extra[key])
+            if not res.is_file():
+                raise CheckpointError(
+                    f"{preset.name}: the shipped weight file {preset.extra[key]} is missing from "
+                    f"the installed ardistill package ({'/'.join(EMBEDDED_WEIGHTS)}); reinstall "
+                    f"ardistill or rebuild it with `ardistill teacher train {preset.name}`"
+                )
+            out.append(stack.enter_context(resources.as_file(res)))
+        yield out[0], out[1]
 
 
 def _families():

@@ -23,7 +23,7 @@ from ardistill.teachers.llamagen.loading import (
     random_vq,
 )
 from ardistill.teachers.llamagen.teacher import LlamaGenTeacher
-from ardistill.teachers.registry import DDDefaults, TeacherPreset
+from ardistill.teachers.registry import DDDefaults, TeacherPreset, embedded_checkpoints
 from ardistill.utils.checkpoint import CheckpointError, read_state_dict
 
 DD_SAMPLING = SamplingConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)
@@ -62,6 +62,34 @@ def _c2i_preset(suffix: str) -> TeacherPreset:
 
 
 PRESETS: dict[str, TeacherPreset] = {f"llamagen-{s}": _c2i_preset(s) for s in _C2I}
+# The embedded default (ardistill/zoo): trained here on the embedded MNIST digits
+# (`ardistill teacher train mnist-llamagen`, recipe in zoo/recipes.py, numbers in docs/zoo.md).
+# The official classes at a small size: VQ with ch 32 and two downsampling levels instead of
+# four (32x32 px -> 8x8 = 64 tokens, codebook 256 x 8, L2-normalised lookup as official) and a
+# 4-layer GPT (width 96, 4 heads, 2-D RoPE, class token, null class row for CFG).
+MNIST_VQ = VQConfig(codebook_size=256, codebook_embed_dim=8, encoder_ch_mult=(1, 1, 1),
+                    decoder_ch_mult=(1, 1, 1), z_channels=32, ch=32, num_res_blocks=1,
+                    codebook_show_usage=False)
+MNIST_GPT = GPTConfig(dim=96, n_layer=4, n_head=4, multiple_of=32, num_classes=10,
+                      vocab_size=256, block_size=64, token_dropout_p=0.05, resid_dropout_p=0.05,
+                      ffn_dropout_p=0.05)
+PRESETS["mnist-llamagen"] = TeacherPreset(
+    name="mnist-llamagen",
+    family="llamagen",
+    description="embedded LlamaGen-style teacher: MNIST 32x32, 8x8 tokens, VQ 256 x 8, "
+    "GPT 4 x 96, 10 digit classes (weights ship with ardistill)",
+    model_config=MNIST_GPT,
+    tokenizer_config=MNIST_VQ,
+    sampling=SamplingConfig(cfg_scale=2.0, temperature=1.0, top_k=0, top_p=1.0),
+    # 64 tokens: t2 = split = 20, the fraction of the image that LlamaGen-B's released
+    # t2 = split = 80 covers of its 256 tokens (about 0.31; docs/zoo.md).
+    dd=DDDefaults(t2=20, split=20),
+    embedded=True,
+    extra={"model_file": "mnist_llamagen_gpt.safetensors",
+           "tokenizer_file": "mnist_llamagen_vq.safetensors",
+           "record_file": "mnist_llamagen.json",
+           "features": "mnist"},
+)
 PRESETS["llamagen-xl-t2i"] = TeacherPreset(
     name="llamagen-xl-t2i",
     family="llamagen",
@@ -111,9 +139,10 @@ def build_teacher(
         gpt = random_gpt(gcfg, generator=gen, device=device, dtype=dtype)
         vq = random_vq(vcfg, generator=gen, device=device)
         return LlamaGenTeacher(preset.name, gpt, vq, preset.sampling)
-    if preset.embedded:
-        model_ckpt = model_ckpt or preset.extra["model_file"]
-        tokenizer_ckpt = tokenizer_ckpt or preset.extra["tokenizer_file"]
+    if preset.embedded and (model_ckpt is None or tokenizer_ckpt is None):
+        with embedded_checkpoints(preset, model_ckpt, tokenizer_ckpt) as (model, tok):
+            return build_teacher(preset, model_ckpt=model, tokenizer_ckpt=tok, device=device,
+                                 dtype=dtype)
     if model_ckpt is None:
         raise _missing_files_error(preset, "GPT model")
     if tokenizer_ckpt is None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ardistill.teachers.base import SamplingConfig
-from ardistill.teachers.registry import DDDefaults, TeacherPreset
+from ardistill.teachers.registry import DDDefaults, TeacherPreset, embedded_checkpoints
 from ardistill.teachers.var.config import VARConfig, VQVAEConfig
 from ardistill.teachers.var.teacher import VARTeacher
 from ardistill.teachers.var.weights import (
@@ -53,6 +53,34 @@ def _official(depth: int) -> TeacherPreset:
 
 PRESETS: dict[str, TeacherPreset] = {p.name: p for p in map(_official, (16, 20, 24, 30))}
 
+# The embedded default (ardistill/zoo): trained here on the embedded MNIST digits
+# (`ardistill teacher train mnist-var`, recipe in zoo/recipes.py, numbers in docs/zoo.md).
+# The official classes at a small size: a VQVAE with ch 32 and two downsampling levels
+# (32x32 px -> 8x8 latent), 6 scales (1, 2, 3, 4, 6, 8) = 130 tokens, codebook 256 x 16 (raw,
+# as official), partially shared Phi; a 6-block VAR of width 64 (4 heads, AdaLN, null class).
+MNIST_PATCH_NUMS = (1, 2, 3, 4, 6, 8)
+MNIST_VQVAE = VQVAEConfig(vocab_size=256, z_channels=16, ch=32, ch_mult=(1, 1, 1),
+                          num_res_blocks=1, patch_nums=MNIST_PATCH_NUMS)
+MNIST_VAR = VARConfig(depth=6, embed_dim=64, num_heads=4, num_classes=10, vocab_size=256,
+                      cvae=16, patch_nums=MNIST_PATCH_NUMS)
+PRESETS["mnist-var"] = TeacherPreset(
+    name="mnist-var",
+    family="var",
+    description="embedded VAR-style teacher: MNIST 32x32, 6 scales up to 8x8 (130 tokens), "
+    "VQVAE 256 x 16, VAR 6 x 64, 10 digit classes (weights ship with ardistill)",
+    model_config=MNIST_VAR,
+    tokenizer_config=MNIST_VQVAE,
+    sampling=SamplingConfig(cfg_scale=2.0, top_k=0, top_p=1.0),
+    # 6 scales: t2 = split = 3 (scales 1, 2, 3 = 14 of 130 tokens), the middle of the scale
+    # ladder as VAR-d16's released 5 of 10 (docs/zoo.md).
+    dd=DDDefaults(t2=3, split=3),
+    embedded=True,
+    extra={"model_file": "mnist_var_model.safetensors",
+           "tokenizer_file": "mnist_var_vqvae.safetensors",
+           "record_file": "mnist_var.json",
+           "features": "mnist"},
+)
+
 
 def build_teacher(
     preset: TeacherPreset,
@@ -76,9 +104,10 @@ def build_teacher(
         model = random_var(preset.model_config, gen, device=device, dtype=dtype)
         vqvae = random_vqvae(preset.tokenizer_config, gen, device=device)
         return VARTeacher(preset.name, model, vqvae, preset.sampling, compile=compile)
-    if preset.embedded:
-        model_ckpt = model_ckpt or preset.extra.get("model_file")
-        tokenizer_ckpt = tokenizer_ckpt or preset.extra.get("tokenizer_file")
+    if preset.embedded and (model_ckpt is None or tokenizer_ckpt is None):
+        with embedded_checkpoints(preset, model_ckpt, tokenizer_ckpt) as (model, tok):
+            return build_teacher(preset, model_ckpt=model, tokenizer_ckpt=tok, device=device,
+                                 dtype=dtype, compile=compile)
     if model_ckpt is None or tokenizer_ckpt is None:
         missing = [f for f, given in zip(preset.official_files, (model_ckpt, tokenizer_ckpt))
                    if given is None]

