@@ -96,6 +96,8 @@ class TrainConfig:
     seed: student init, data order and timesteps all derive from it.
     fault_nan_step: test hook: the input batch of step s (1-based, as in the logs) is
         corrupted with NaN (a real bad batch; the math is untouched), to exercise the guard.
+    stop_at: stop after this many completed steps (checkpoint written, no export), as if the
+        run were interrupted; the same config without it resumes (time-boxed jobs, tests).
     """
 
     pairs: str = ""
@@ -123,6 +125,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fault_nan_step: int | None = None
+    stop_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

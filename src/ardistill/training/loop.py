@@ -86,8 +86,9 @@ def _run(r: RunState) -> TrainResult:
     bar = tqdm(total=cfg.steps, initial=r.start, unit="step", dynamic_ncols=True,
                desc="train", disable=not (cfg.progress and r.dist.is_main))
     t0 = time.perf_counter()
+    end = cfg.steps if cfg.stop_at is None else max(r.start, min(cfg.stop_at, cfg.steps))
     try:
-        for step in range(r.start, cfg.steps):
+        for step in range(r.start, end):
             terms, gnorm = train_step(r, step)
             done = step + 1
             res.losses.append(terms["total"])
@@ -104,10 +105,13 @@ def _run(r: RunState) -> TrainResult:
     finally:
         bar.close()
     res.seconds = time.perf_counter() - t0
-    res.samples_per_second = (cfg.steps - r.start) * cfg.batch_size / max(res.seconds, 1e-9)
-    res.steps = max(cfg.steps, r.start)
-    if cfg.steps > r.start:
-        _checkpoint(r, cfg.steps)
+    res.samples_per_second = (end - r.start) * cfg.batch_size / max(res.seconds, 1e-9)
+    res.steps = max(end, r.start)
+    if end > r.start and not (cfg.ckpt_every and end % cfg.ckpt_every == 0 and end != cfg.steps):
+        _checkpoint(r, end)  # (unless the loop just wrote this one)
+    if end < cfg.steps:  # interrupted on purpose (stop_at): resumable, nothing exported
+        log.close()
+        return res
     res.evals.append(_evaluate(r, res.steps, log))
     res.export = _export(r, out / EXPORT_NAME, res)
     log.close()

@@ -168,5 +168,11 @@ def _resume(cfg, teacher, schedule, student, ema, opt, sched, device):
     ema.load_state_dict(ck["ema"])
     opt.load_state_dict(ck["optim"])
     sched.load_state_dict(ck["sched"])
+    # The lr is a function of the step and of the CURRENT total steps (a resumed run may be
+    # extended): recompute it rather than keep the saved one.
+    lrs = [base * lr_factor(sched.last_epoch, cfg.optim, cfg.steps) for base in sched.base_lrs]
+    for g, lr in zip(opt.param_groups, lrs):
+        g["lr"] = lr
+    sched._last_lr = lrs
     set_rng_state(ck["rng"], device)
     return int(ck["step"]), path
