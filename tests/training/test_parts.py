@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import debug_cfg
 from torch import nn
 
 from ardistill.pairs.dataset import PairsDataset, training_inputs
@@ -18,6 +17,7 @@ from ardistill.training.evaluate import marginal_frequencies, onestep_expected_a
 from ardistill.training.export import read_export_metadata
 from ardistill.training.losses import dd_loss
 from ardistill.utils.checkpoint import CheckpointError
+from conftest import debug_cfg
 
 
 def test_ema_closed_form():

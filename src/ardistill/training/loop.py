@@ -44,7 +44,8 @@ class TrainingDiverged(RuntimeError):
 class TrainResult:
     """run: the run folder; steps: completed steps; start: steps completed before this call
     (resume); losses: total loss of steps start+1..steps (mean over ranks); evals: every
-    evaluation record ({"step", "agree_1step", ...}); export: the exported EMA student;
+    evaluation record ({"step", "agree_1step", ...}); export: the exported EMA student
+    (None on ranks > 0 and after `stop_at`);
     seconds / samples_per_second: this call's training time and global throughput."""
 
     run: Path
@@ -187,7 +188,7 @@ def _evaluate(r: RunState, done: int, log: RunLogger) -> dict:
     return rec
 
 
-def _export(r: RunState, path: Path, res: TrainResult) -> Path:
+def _export(r: RunState, path: Path, res: TrainResult) -> Path | None:
     if r.dist.is_main:
         export_student(r.ema.module, path, r.teacher, t_list=r.schedule.t_list,
                        split=r.schedule.split, spec=r.cfg.teacher or r.train.identity[
@@ -195,4 +196,4 @@ def _export(r: RunState, path: Path, res: TrainResult) -> Path:
                        train_info={"steps": res.steps, "config": r.cfg.to_json(),
                                    "eval": res.last_eval})
     r.dist.barrier()
-    return path
+    return path if r.dist.is_main else None
