@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "ardistill.bench.cli",
     "ardistill.pairs.cli",
     "ardistill.sampling.eval_cli",
+    "ardistill.training.cli",
     "ardistill.zoo.cli",
     "ardistill.zoo.teacher_cli",
 ]

@@ -11,6 +11,7 @@ BENCH_TARGETS: dict[str, str] = {
     "student": "ardistill.bench.student",
     "pairs": "ardistill.bench.pairs",
     "flow": "ardistill.bench.flow",
+    "train": "ardistill.bench.train",
 }
 
 
