@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "ardistill.bench.cli",
     "ardistill.pairs.cli",
+    "ardistill.sampling.cli",
     "ardistill.sampling.eval_cli",
     "ardistill.zoo.cli",
     "ardistill.zoo.teacher_cli",

@@ -4,6 +4,7 @@ onestep* marginals. `load_student_file` is the one seam to the student's file fo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,12 +71,21 @@ def default_student_path(teacher_spec: str) -> Path:
     return Path(str(res))
 
 
-def load_models(cfg: SampleConfig) -> tuple[Teacher, Student | None, dict]:
+TeacherLoader = Callable[[str, "str | None", torch.device, torch.dtype], Teacher]
+
+
+def load_teacher_from_spec(spec: str, tokenizer_ckpt: str | None, device: torch.device,
+                           dtype: torch.dtype) -> Teacher:
+    """The default `TeacherLoader`: a preset name or a model checkpoint (teachers.registry)."""
+    return load_teacher(spec, tokenizer_ckpt=tokenizer_ckpt, device=device, dtype=dtype)
+
+
+def load_models(cfg: SampleConfig, load: TeacherLoader = load_teacher_from_spec
+                ) -> tuple[Teacher, Student | None, dict]:
     """(teacher, student or None when the method needs none, the student file's hints), on
-    cfg.device / cfg.dtype."""
+    cfg.device / cfg.dtype. load: how `cfg.teacher` becomes a teacher (tests pass tiny ones)."""
     dtype = DTYPES[cfg.dtype]
-    teacher = load_teacher(cfg.teacher, tokenizer_ckpt=cfg.tokenizer_ckpt, device=cfg.device,
-                           dtype=dtype)
+    teacher = load(cfg.teacher, cfg.tokenizer_ckpt, torch.device(cfg.device), dtype)
     if cfg.compile and hasattr(teacher, "set_compile"):
         teacher.set_compile(True)  # VAR: compiled blocks in sessions
     if cfg.method not in STUDENT_METHODS:

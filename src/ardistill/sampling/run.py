@@ -282,11 +282,12 @@ def write_outputs(result: SampleResult, out: str | Path, pngs: bool = True) -> d
     return files
 
 
-def sample(cfg: SampleConfig) -> SampleResult:
-    """Load the models named in `cfg`, sample, and write the files when `cfg.out` is set."""
-    from ardistill.sampling.models import load_models, prepare
+def sample(cfg: SampleConfig, load=None) -> SampleResult:
+    """Load the models named in `cfg`, sample, and write the files when `cfg.out` is set.
+    load: a `sampling.models.TeacherLoader` (default: presets and checkpoint paths)."""
+    from ardistill.sampling.models import load_models, load_teacher_from_spec, prepare
 
-    teacher, student, hints = load_models(cfg)
+    teacher, student, hints = load_models(cfg, load or load_teacher_from_spec)
     result = sample_with(teacher, student, cfg, prepare(teacher, cfg, hints=hints))
     if cfg.out is not None:
         write_outputs(result, cfg.out, cfg.pngs)
