@@ -242,9 +242,22 @@ def sample_with(teacher: Teacher, student: Student | None, cfg: SampleConfig,
     if steps < 0:
         steps = _teacher_steps(teacher, cfg)
     settings = {k: v for k, v in asdict(cfg).items()}
-    settings.update(t_list=list(prep.t_list), split=prep.split)
+    settings.update(t_list=list(prep.t_list), split=prep.split,
+                    parameters=network_parameters(teacher, student, cfg.method))
     return SampleResult(cfg.method, label, steps, torch.cat(toks), torch.cat(labels),
                         torch.arange(cfg.num), torch.cat(imgs), t_gen, t_dec, settings)
+
+
+def network_parameters(teacher: Teacher, student: Student | None, method: str) -> int:
+    """Parameters of the generating network (Table 1's #Param): the student for DD methods,
+    the teacher's AR model (VQ excluded) for teacher and skip, 0 for onestep*."""
+    if method == "onestep":
+        return 0
+    net = student if method in ("dd", "teacher-involved") else (
+        getattr(teacher, "gpt", None) or getattr(teacher, "model", None))
+    if not isinstance(net, torch.nn.Module):
+        return 0
+    return sum(p.numel() for p in net.parameters())
 
 
 def _teacher_steps(teacher: Teacher, cfg: SampleConfig) -> int:

@@ -15,8 +15,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -73,3 +77,81 @@ def agreement_report(tokens: Tensor, reference: Tensor, layout_step_sizes: tuple
         quarters.append(float(per_pos[lo:hi].mean()) if hi > lo else math.nan)
     return {"token_agreement": token_agreement(tokens.cpu(), reference.cpu()),
             "token_agreement_by_quarter": quarters}
+
+
+@dataclass
+class TokenSet:
+    """Tokens of a set of samples: tokens (M, N) int64, labels (M,) int64, index (M,) int64
+    (sample indices: with the same seed, equal indices mean equal noise); seed when known."""
+
+    tokens: Tensor
+    labels: Tensor
+    index: Tensor
+    seed: int | None = None
+    source: str = ""
+
+
+def read_tokens(path: str | Path) -> TokenSet:
+    """A run folder of `ardistill sample` (or its tokens.npz / samples.npz) or a pairs
+    dataset folder -> TokenSet."""
+    path = Path(path)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        from ardistill.pairs.dataset import PairsDataset
+
+        ds = PairsDataset(path)
+        cols = ds.read(np.arange(len(ds)))
+        seed = int(ds.identity["generation"]["seed"])
+        return TokenSet(torch.from_numpy(cols["tokens"]), torch.from_numpy(cols["cond"]),
+                        torch.from_numpy(cols["index"]), seed, str(path))
+    run = path if path.is_dir() else path.parent
+    tok = path if path.name == "tokens.npz" else run / "tokens.npz"
+    if not tok.is_file():
+        raise FileNotFoundError(f"no tokens.npz for {path} (expected {tok}, written by "
+                                "`ardistill sample`)")
+    with np.load(tok, allow_pickle=False) as f:
+        ts = TokenSet(torch.from_numpy(f["tokens"].astype(np.int64)),
+                      torch.from_numpy(f["labels"].astype(np.int64)),
+                      torch.from_numpy(f["index"].astype(np.int64)), source=str(tok))
+    meta = run / "sample.json"
+    if meta.is_file():
+        ts.seed = int(json.loads(meta.read_text())["settings"]["seed"])
+    return ts
+
+
+def align(samples: TokenSet, reference: TokenSet) -> tuple[Tensor, Tensor]:
+    """(sample tokens, reference tokens) of the indices both hold; the seeds must agree
+    (same noise) and so must the labels (same condition)."""
+    if None not in (samples.seed, reference.seed) and samples.seed != reference.seed:
+        raise ValueError(f"seeds differ ({samples.source}: {samples.seed}, {reference.source}: "
+                         f"{reference.seed}): different noise, agreement is meaningless")
+    pos = {int(i): k for k, i in enumerate(reference.index.tolist())}
+    rows = [(k, pos[int(i)]) for k, i in enumerate(samples.index.tolist()) if int(i) in pos]
+    if not rows:
+        raise ValueError(f"{reference.source} holds none of the sample indices")
+    a = torch.tensor([r[0] for r in rows])
+    b = torch.tensor([r[1] for r in rows])
+    if not torch.equal(samples.labels[a], reference.labels[b]):
+        raise ValueError(f"labels differ from {reference.source} for the same indices (sample "
+                         "with the same --classes mode; pairs datasets use --classes random)")
+    return samples.tokens[a], reference.tokens[b]
+
+
+def token_metrics(teacher: Teacher, samples: TokenSet, *, flow_reference: TokenSet | None = None,
+                  teacher_samples: TokenSet | None = None, batch_size: int = 64) -> dict:
+    """{"teacher_nll_bits", "teacher_samples_nll_bits", "token_agreement",
+    "token_agreement_by_quarter", "num_token_samples"} (None where no input was given)."""
+    device = teacher.dd_codebook().device
+
+    def nll(ts: TokenSet) -> float:
+        cond = Condition(labels=ts.labels.to(device))
+        return teacher_nll_bits(teacher, ts.tokens.to(device), cond, batch_size=batch_size)
+
+    out = {"num_token_samples": int(samples.tokens.shape[0]),
+           "teacher_nll_bits": nll(samples), "teacher_samples_nll_bits": None,
+           "token_agreement": None, "token_agreement_by_quarter": None}
+    if teacher_samples is not None:
+        out["teacher_samples_nll_bits"] = nll(teacher_samples)
+    if flow_reference is not None:
+        a, b = align(samples, flow_reference)
+        out.update(agreement_report(a, b, teacher.layout.step_sizes))
+    return out
