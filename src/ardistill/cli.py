@@ -16,7 +16,10 @@ COMMAND_MODULES: list[str] = [
     "ardistill.bench.cli",
     "ardistill.demo.cli",
     "ardistill.pairs.cli",
+    "ardistill.sampling.cli",
     "ardistill.sampling.eval_cli",
+    "ardistill.training.cli",
+    "ardistill.sampling.report",
     "ardistill.zoo.cli",
     "ardistill.zoo.teacher_cli",
 ]
