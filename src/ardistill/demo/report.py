@@ -88,7 +88,8 @@ def _f(x, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def markdown(rows: list[dict], settings: dict, timings: dict) -> str:
+def markdown(rows: list[dict], settings: dict, timings: dict,
+             cpu: dict | None = None) -> str:
     """report.md: the table, the quality ratios, and how it was measured."""
     n = rows[0]["num_samples"] if rows else 0
     lines = ["# ardistill demo: Distilled Decoding on the embedded MNIST teachers", "",
@@ -117,23 +118,25 @@ def markdown(rows: list[dict], settings: dict, timings: dict) -> str:
                 ok = "met" if q[f"dd{s}_meets_floor"] else "NOT met"
                 parts.append(f"{s}-step {q[f'dd{s}_fid_ratio']:.2f}x (floor {FLOORS[s]}x: {ok})")
         lines.append(f"- {t}: " + "; ".join(parts))
-    lines += ["", "## Stage timings (seconds)", "", "| stage | seconds |", "|---|---|"]
+    cpu = cpu or {}
+    lines += ["", "## Stage timings (seconds; CPU = this process's CPU time)", "",
+              "| stage | wall | CPU |", "|---|---|---|"]
     for k, v in timings.items():
-        lines.append(f"| {k} | {v:.1f} |")
+        lines.append(f"| {k} | {v:.1f} | {_f(cpu.get(k), '.1f')} |")
     return "\n".join(lines) + "\n"
 
 
 def write_report(out: str | Path, rows: list[dict], settings: dict, timings: dict,
-                 extra: dict | None = None) -> tuple[Path, Path]:
-    """Write `out/report.json` ({"rows", "quality", "settings", "timings", ...extra}) and
-    `out/report.md`; returns their paths."""
+                 cpu: dict | None = None, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write `out/report.json` ({"rows", "quality", "settings", "timings", "cpu_seconds",
+    ...extra}) and `out/report.md`; returns their paths."""
     check_rows(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"rows": rows, "quality": quality(rows), "settings": settings, "timings": timings,
-           **(extra or {})}
+           "cpu_seconds": cpu or {}, **(extra or {})}
     js = out / "report.json"
     js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     md = out / "report.md"
-    md.write_text(markdown(rows, settings, timings))
+    md.write_text(markdown(rows, settings, timings, cpu))
     return md, js
