@@ -27,7 +27,7 @@ class StudentSettings:
     "mnist")."""
 
     steps: int
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 20
     ema_decay: float = 0.99
@@ -72,10 +72,10 @@ class DemoConfig:
     out: str = "demo_out"
     seed: int = 0
     threads: int = 1
-    pairs: int = 4096
-    eval_samples: int = 500
-    one_step: StudentSettings = field(default_factory=lambda: StudentSettings(steps=1500))
-    two_step: StudentSettings = field(default_factory=lambda: StudentSettings(steps=1500))
+    pairs: int = 1536
+    eval_samples: int = 300
+    one_step: StudentSettings = field(default_factory=lambda: StudentSettings(steps=300))
+    two_step: StudentSettings = field(default_factory=lambda: StudentSettings(steps=450))
     skip: tuple[tuple[str, int], ...] = (("llamagen", 26), ("var", 1))
     choice: str = "multinomial"
     sample_batch: int = 250
