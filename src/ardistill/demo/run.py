@@ -138,7 +138,8 @@ def _one_teacher(teacher: Teacher, name: str, cfg: DemoConfig, out: Path, clock:
         rows.append(make_row(name, m.key, m.method, m.steps, metrics[m.key], bench[m.key],
                              s.parameters))
         grid = stages.class_rows(s.images, s.labels, cfg.grid_per_class, teacher.num_classes)
-        path = save_grid(grid, grid_dir / f"{name}_{m.key}.png", nrow=cfg.grid_per_class)
+        safe = m.key.replace("*", "star")  # no shell wildcards in file names
+        path = save_grid(grid, grid_dir / f"{name}_{safe}.png", nrow=cfg.grid_per_class)
         files[f"grid:{name}:{m.key}"] = str(path)
     return rows, files, {str(k): rec for k, (_, rec) in students.items()}
 
@@ -146,5 +147,4 @@ def _one_teacher(teacher: Teacher, name: str, cfg: DemoConfig, out: Path, clock:
 def _environment(cfg: DemoConfig) -> dict:
     return {"torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "threads": cfg.threads,
-            "command_threads_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS",)
-                                    if k in os.environ}}
+            "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}}
