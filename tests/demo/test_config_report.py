@@ -105,3 +105,10 @@ def test_bad_rows_raise():
     with pytest.raises(ValueError, match="method"):
         make_row("t", "x", "fast", 1, {"fid": 1.0, "num_samples": 1}, {"seconds_per_image": 1}, 0)
     assert "FID" in markdown(rows, {}, {})
+
+
+def test_split_choice():
+    assert DemoConfig.full().split == "logits"
+    assert DemoConfig.quick().replace(split="preset").split == "preset"
+    with pytest.raises(ValueError, match="split"):
+        DemoConfig.quick().replace(split="continuous")

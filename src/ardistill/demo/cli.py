@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="pairs seed (evaluation set: seed + 1)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: fastest on a shared 2-core machine)")
+    p.add_argument("--split", choices=("logits", "preset"), default=None,
+                   help="DD sampling split: logits = logits head everywhere (default), preset = "
+                        "the released split (continuous head after it)")
     p.add_argument("--export-students", action="store_true",
                    help="after the run, copy the EMA students into the package's shipped "
                         "weights (src/ardistill/zoo/weights) with a JSON record")
@@ -38,8 +41,9 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     base = DemoConfig.quick() if args.quick else DemoConfig.full()
     teachers = tuple(t.strip() for t in args.teachers.split(",") if t.strip())
     try:
-        return base.replace(out=args.out, teachers=teachers, seed=args.seed,
-                            threads=args.threads, progress=not args.no_progress)
+        cfg = base.replace(out=args.out, teachers=teachers, seed=args.seed,
+                           threads=args.threads, progress=not args.no_progress)
+        return cfg if args.split is None else cfg.replace(split=args.split)
     except ValueError as e:
         raise CLIError(str(e)) from e
 

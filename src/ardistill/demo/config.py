@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 DEFAULT_TEACHERS = ("mnist-llamagen", "mnist-var")
 CHOICES = ("multinomial", "flow")
+SPLITS = ("logits", "preset")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class DemoConfig:
     one_step / two_step: the two students' training (t in {0} and {0, t2}, t2 and the split
         from the teacher preset's DDDefaults).
     skip: (family, k) pairs: the skip-k baseline of each family (k AR steps skipped).
+    split: which head decides which positions at DD sampling (method.md §6): "logits" =
+        `codebook[argmax logits]` at every position (split = the teacher's step count), or
+        "preset" = the released rule (logits before the preset's DDDefaults split, the
+        continuous head after). Training is the same either way. At this CPU budget the
+        continuous head is still a blurred mean of the possible latents, and "logits" gave
+        much better FID for both teachers (docs/demo.md, "The split").
     choice: how baselines turn a distribution into a token ("multinomial" as the paper, or
         "flow": the flow map of the same noise, deterministic).
     sample_batch: batch size of sampling and evaluation.
@@ -77,6 +84,7 @@ class DemoConfig:
     one_step: StudentSettings = field(default_factory=lambda: StudentSettings(steps=300))
     two_step: StudentSettings = field(default_factory=lambda: StudentSettings(steps=450))
     skip: tuple[tuple[str, int], ...] = (("llamagen", 26), ("var", 1))
+    split: str = "logits"
     choice: str = "multinomial"
     sample_batch: int = 250
     bench_warmup: int = 2
@@ -106,6 +114,8 @@ class DemoConfig:
             if fam not in ("llamagen", "var") or k < 1:
                 raise ValueError(f"skip entries are (family llamagen|var, k >= 1), got "
                                  f"({fam!r}, {k})")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.choice not in CHOICES:
             raise ValueError(f"choice must be one of {CHOICES}, got {self.choice!r}")
         if self.sample_batch < 1 or self.bench_repeats < 1 or self.bench_warmup < 0:

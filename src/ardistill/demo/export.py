@@ -35,12 +35,16 @@ def export_students(result: DemoResult, cfg: DemoConfig, command: str,
                 meta = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}
             sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+            # `ardistill sample` reads the split from here: ship the one the demo measured
+            meta["split"] = str(int(rec["sample_split"]))
             dst = out_dir / student_file_name(preset, int(steps))
             save_file(sd, str(dst), metadata=meta)
             dst.chmod(0o644)  # package data (safetensors writes 0600)
             record["files"][str(steps)] = {"name": dst.name, "bytes": dst.stat().st_size,
                                            "sha256": sha256_file(dst), "dtype": "float16",
-                                           "t_list": rec["t_list"], "split": rec["split"],
+                                           "t_list": rec["t_list"],
+                                           "split": rec["sample_split"],
+                                           "training_split": rec["split"],
                                            "training": {k: rec[k] for k in (
                                                "steps", "seconds", "final_loss", "eval")}}
             written.append(dst)

@@ -98,6 +98,11 @@ def train_config(s: StudentSettings, cfg: DemoConfig, work: TeacherWork, two_ste
         optim=OptimConfig(lr=s.lr, warmup_steps=s.warmup, schedule="cosine"))
 
 
+def sample_split(teacher: Teacher, cfg: DemoConfig, trained_split: int) -> int:
+    """The DD sampling split (AR steps decided by the logits head) for `cfg.split`."""
+    return teacher.layout.num_steps if cfg.split == "logits" else int(trained_split)
+
+
 def train_students(teacher: Teacher, cfg: DemoConfig, work: TeacherWork) -> dict:
     """{1: (TrainedStudent, record), 2: (...)}: the EMA students, loaded from their exports."""
     from ardistill.training import load_trained_student, train
@@ -110,7 +115,8 @@ def train_students(teacher: Teacher, cfg: DemoConfig, work: TeacherWork) -> dict
                            "samples_per_second": round(res.samples_per_second, 1),
                            "final_loss": res.losses[-1] if res.losses else None,
                            "eval": res.last_eval, "export": str(res.export),
-                           "t_list": list(ts.t_list), "split": ts.split})
+                           "t_list": list(ts.t_list), "split": ts.split,
+                           "sample_split": sample_split(teacher, cfg, ts.split)})
     return out
 
 
@@ -123,8 +129,8 @@ def methods_of(teacher: Teacher, cfg: DemoConfig, work: TeacherWork, spec: str,
     s_total = teacher.layout.num_steps
     rows = [Method("teacher", "teacher", s_total)]
     for steps in (1, 2):
-        ts, _ = students[steps]
-        c = _replace(base, method="dd", t_list=tuple(ts.t_list), split=int(ts.split))
+        ts, rec = students[steps]
+        c = _replace(base, method="dd", t_list=tuple(ts.t_list), split=rec["sample_split"])
         rows.append(Method(f"dd-{steps}", "dd", steps, c, prepare(teacher, c), ts.student))
     one = _replace(base, method="onestep", marginals=str(work.pairs_train))
     rows.append(Method("onestep*", "onestep*", 1, one, prepare(teacher, one)))
