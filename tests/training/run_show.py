@@ -23,11 +23,11 @@ from ardistill.training.evaluate import (  # noqa: E402
     onestep_expected_agreement,
 )
 
-SPLITS = {"tiny-llamagen": ((0, 5), 5), "tiny-var": ((0, 2), 2)}  # (2-step t_list, split)
+SPLITS = {"tiny-llamagen": 5, "tiny-var": 2}  # logits-head steps (teachers of no preset)
 
 
 def main(out: Path, num: int, steps: int) -> None:
-    for spec, (t2_list, split) in SPLITS.items():
+    for spec, split in SPLITS.items():
         teacher = load_tiny(spec)
         pairs = out / f"pairs-{spec}"
         t0 = time.time()
@@ -38,8 +38,7 @@ def main(out: Path, num: int, steps: int) -> None:
         cfg = recipe("tiny-1step", pairs=str(pairs), out=str(out / f"run-{spec}"), split=split,
                      timesteps=(0,), steps=steps, holdout=holdout, eval_samples=holdout,
                      eval_every=0, progress=False)
-        # the 2-step evaluation uses t2 of SPLITS (a teacher of no preset)
-        res = train(cfg.replace(timesteps=(0,)), teacher=teacher)
+        res = train(cfg, teacher=teacher)
         ds = PairsDataset(pairs)
         tr, held = ds.split_holdout(holdout)
         base = onestep_expected_agreement(marginal_frequencies(tr, ds.vocab_size), held)
