@@ -3,6 +3,8 @@ does not depend on the batch size (both families, class and caption conditions).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,13 @@ def test_compute_needs_whole_micro_batches(tiny, tmp_path):
                        tmp_path, options=GenOptions(batch_size=6, progress=False))
     with pytest.raises(ValueError, match="shard_size"):
         PairsSettings(num=8, micro_batch=3, shard_size=8)
+
+
+def test_progress_bar_shows_rate_and_eta(tiny, tmp_path, capsys):
+    settings = PairsSettings(num=4, seed=1, shard_size=4, micro_batch=2)
+    generate_pairs(tiny("tiny-llamagen"), settings, tmp_path / "ds",
+                   options=GenOptions(batch_size=2, progress=True))
+    err = capsys.readouterr().err
+    # tqdm: "gen-pairs: 100%|...| 4/4 [elapsed<remaining, rate]"
+    assert re.search(r"gen-pairs: +100%.*4/4 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(pair/s|s/pair)\]",
+                     err), err

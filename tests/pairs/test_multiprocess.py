@@ -31,6 +31,7 @@ def test_two_processes_make_the_same_dataset(tmp_path, cli_env, var_digest):
     assert envs == {"cpu"}
 
 
+@pytest.mark.slow
 def test_setup_errors_reach_every_rank(var_ds, tmp_path, cli_env):
     dst = tmp_path / "ds"
     dst.mkdir()

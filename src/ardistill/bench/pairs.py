@@ -5,7 +5,9 @@ not depend on the weights, but the flow map's work does depend on how peaked the
 are, and random teachers give nearly flat ones inside top-k / top-p: a pessimistic case for the
 flow map) and sampled with its DD settings. Timed: `PairsJob.compute` (noise regeneration,
 teacher passes, filtering, flow map) over `--num` samples after a warm-up of two AR steps; the
-flow map is timed call by call (with CUDA synchronisation). With `--compare-batch` the same
+flow map is timed call by call (with CUDA synchronisation). Wall time and this process's CPU
+time are both reported: on a CPU shared with other jobs the CPU time (with one thread) is the
+better estimate of what the machine would do alone. With `--compare-batch` the same
 samples are also computed as one teacher session of all of them, to measure what the fixed
 micro-batches (batch invariance) cost.
 """
@@ -49,14 +51,15 @@ class TimedNoiseMap:
 
     def __init__(self, inner: NoiseMap, device: torch.device) -> None:
         self.inner, self.device = inner, device
-        self.seconds, self.calls, self.rows = 0.0, 0, 0
+        self.seconds, self.cpu_seconds, self.calls, self.rows = 0.0, 0.0, 0, 0
 
     def __call__(self, noise: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         _sync(self.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = self.inner(noise, probs)
         _sync(self.device)
         self.seconds += time.perf_counter() - t0
+        self.cpu_seconds += time.process_time() - c0
         self.calls += 1
         self.rows += int(np.prod(noise.shape[:-1]))
         return out
@@ -75,16 +78,18 @@ def time_pairs(teacher, settings: PairsSettings, batch_size: int, device) -> dic
                           device)
     job = PairsJob(teacher, settings, device=device, noise_map=timer)
     _warm_up(job)
-    timer.seconds, timer.calls, timer.rows = 0.0, 0, 0
+    timer.seconds, timer.cpu_seconds, timer.calls, timer.rows = 0.0, 0.0, 0, 0
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for b0 in range(0, settings.num, batch_size):
         job.compute(b0, min(batch_size, settings.num - b0))
     _sync(device)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"num": settings.num, "micro_batch": settings.micro_batch, "batch_size": batch_size,
             "seconds": total, "pairs_per_s": settings.num / total,
             "flow_seconds": timer.seconds, "flow_share": timer.seconds / total,
+            "cpu_seconds": cpu, "pairs_per_cpu_s": settings.num / cpu,
+            "flow_cpu_share": timer.cpu_seconds / cpu,
             "flow_calls": timer.calls, "flow_rows": timer.rows}
 
 
@@ -104,7 +109,10 @@ def _warm_up(job: PairsJob) -> None:
 def _line(name: str, r: dict) -> str:
     return (f"  {name:<30} {r['pairs_per_s']:9.3f} pairs/s  ({r['seconds'] / r['num']:.3f} "
             f"s/pair)  flow map {100 * r['flow_share']:5.1f}% of the time "
-            f"({r['flow_calls']} calls, {r['flow_rows']} rows)")
+            f"({r['flow_calls']} calls, {r['flow_rows']} rows)\n"
+            f"  {'':<30} {r['pairs_per_cpu_s']:9.3f} pairs per CPU-second, flow map "
+            f"{100 * r['flow_cpu_share']:5.1f}% of the CPU time (this process: the numbers "
+            "a machine shared with other jobs would show alone)")
 
 
 def _bench_preset(name: str, args: argparse.Namespace) -> list[dict]:

@@ -11,7 +11,7 @@ import torch
 
 from ardistill.cli import CLIError
 from ardistill.pairs.captions import load_captions
-from ardistill.pairs.config import DTYPES, GenOptions, PairsSettings
+from ardistill.pairs.config import DTYPES, GenOptions, PairsSettings, default_batch_size
 from ardistill.pairs.dist import RankError, from_env
 from ardistill.pairs.files import PairsFileError
 from ardistill.pairs.run import generate_pairs
@@ -46,8 +46,9 @@ def add_gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--out", type=Path, required=True, help="dataset folder (created/resumed)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="samples decoded together (multiple of --micro-batch; default 4 "
-                   "micro-batches); does not change the content")
+                   help="samples decoded together (multiple of --micro-batch; default: the "
+                   "first multiple >= 256, as the flow map is cheaper per row in large calls; "
+                   "lower it if memory is short); does not change the content")
     p.add_argument("--micro-batch", type=int, default=16,
                    help="samples per teacher forward pass, always the same ones: part of the "
                    "dataset's identity (default 16; GPUs want 64-256)")
@@ -135,7 +136,7 @@ def gen_pairs_command(args: argparse.Namespace,
         device = _device(args.device, dist.local_rank)
         teacher = load(args.teacher, args.tokenizer_ckpt, device, DTYPES[args.dtype])
         settings = settings_from_args(args, teacher)
-        batch = args.batch_size or 4 * settings.micro_batch
+        batch = args.batch_size or default_batch_size(settings.micro_batch)
         options = GenOptions(batch_size=batch, device=str(device),
                              progress=not args.no_progress)
         captions = load_captions(args.captions) if args.captions else None

@@ -87,6 +87,17 @@ class GenOptions:
     progress: bool = True
 
 
+# Samples decoded together by default: the flow map's cost per call is dominated by fixed
+# overhead below a few hundred rows (docs/pairs.md, "Throughput"), and a raster teacher gives
+# it one row per sample per step.
+DEFAULT_BATCH_SAMPLES = 256
+
+
+def default_batch_size(micro_batch: int) -> int:
+    """The smallest multiple of micro_batch that is >= DEFAULT_BATCH_SAMPLES."""
+    return micro_batch * -(-DEFAULT_BATCH_SAMPLES // micro_batch)
+
+
 def resolve_sampling(teacher: Teacher, settings: PairsSettings) -> SamplingConfig:
     return settings.sampling if settings.sampling is not None else teacher.default_sampling
 
