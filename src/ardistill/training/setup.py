@@ -137,8 +137,11 @@ def setup_run(cfg: TrainConfig, teacher: Teacher | None, dist: TrainDist) -> Run
     start, resumed = _resume(cfg, teacher, schedule, student, ema, opt, sched, device)
     model: nn.Module = student
     if dist.world_size > 1:
+        # a head with weight 0 gets no gradient: DDP must then look for unused parameters
+        unused = cfg.loss.ce == 0 or (cfg.loss.latent == 0 and not cfg.loss.uses_perceptual)
         model = nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None)
+            student, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused)
     sampler = StepSampler(len(train_ds), cfg.batch_size, schedule.t_list, cfg.seed,
                           dist.rank, dist.world_size)
     perceptual = PerceptualLoss(cfg.loss, device) if cfg.loss.uses_perceptual else None
