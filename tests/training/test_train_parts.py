@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from train_helpers import debug_cfg
 
 from ardistill.pairs.dataset import PairsDataset, training_inputs
 from ardistill.student.base import StudentOutput
@@ -17,7 +18,6 @@ from ardistill.training.evaluate import marginal_frequencies, onestep_expected_a
 from ardistill.training.export import read_export_metadata
 from ardistill.training.losses import dd_loss
 from ardistill.utils.checkpoint import CheckpointError
-from conftest import debug_cfg
 
 
 def test_ema_closed_form():
