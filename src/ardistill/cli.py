@@ -15,7 +15,10 @@ import sys
 COMMAND_MODULES: list[str] = [
     "ardistill.bench.cli",
     "ardistill.pairs.cli",
+    "ardistill.sampling.cli",
     "ardistill.sampling.eval_cli",
+    "ardistill.training.cli",
+    "ardistill.sampling.report",
     "ardistill.zoo.cli",
     "ardistill.zoo.teacher_cli",
 ]

@@ -1,0 +1,109 @@
+"""`ardistill sample`: images from the teacher, a DD student (1 or 2 steps, any t_list,
+teacher-involved) or a baseline (onestep*, skip-k), in one command.
+
+Writes OUT/images/NNNNNN.png, OUT/grid.png, OUT/samples.npz (ADM evaluator layout: arr_0 uint8
+(N, H, W, 3), arr_1 labels), OUT/tokens.npz (tokens, labels, index) and OUT/sample.json
+(settings and time per image). Noise and labels are a pure function of (--seed, index): the
+noise of sample i equals that of sample i of a pairs dataset with the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ardistill.cli import CLIError
+from ardistill.sampling.methods import CHOICES
+from ardistill.sampling.run import DTYPES, METHODS, SampleConfig, sample
+from ardistill.utils.checkpoint import CheckpointError
+
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="sample images: teacher, DD student, teacher-involved, "
+                       "baselines", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(p)
+    p.set_defaults(func=sample_command)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, help="teacher preset or model checkpoint path")
+    p.add_argument("--tokenizer-ckpt", default=None, help="VQ checkpoint (official presets)")
+    p.add_argument("--student", default=None, help="student file (default: the preset's "
+                   "shipped student, when it has one)")
+    p.add_argument("--method", choices=METHODS, default="dd")
+    p.add_argument("--steps", type=int, choices=(1, 2), default=1,
+                   help="DD steps: t_list (0,) or (0, t2) with the preset's t2")
+    p.add_argument("--t-list", type=_ints, default=None, help="DD timesteps, e.g. 0,80")
+    p.add_argument("--split", type=int, default=None, help="AR steps taking the logits head "
+                   "(default: the student file's, else the preset's released value)")
+    p.add_argument("--teacher-involved", type=_ints, default=None, metavar="N,M",
+                   help="pre-trained-N-M: the teacher regenerates steps N..M-1 "
+                   "(implies --method teacher-involved)")
+    p.add_argument("--teacher-choice", choices=CHOICES, default="multinomial",
+                   help="how the teacher picks tokens: multinomial (official), flow (flow map "
+                   "of the same noise: deterministic in the noise), greedy")
+    p.add_argument("--official-prefix-quirk", action="store_true",
+                   help="VAR teacher-involved only: run the prefix without the block-causal "
+                   "mask as the official intermediate_sample (compatibility)")
+    p.add_argument("--skip", type=int, default=1, help="k of skip-k (--method skip)")
+    p.add_argument("--marginals", default=None, help="onestep*: pairs dataset whose tokens "
+                   "estimate the marginals (default: fresh teacher samples)")
+    p.add_argument("--marginal-samples", type=int, default=512,
+                   help="onestep*: fresh teacher samples for the marginals (default 512)")
+    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", default="balanced",
+                   help="balanced (i mod C), random (the pairs dataset's labels) or a list 1,7")
+    p.add_argument("--flow-steps", type=int, default=None, help="flow solver main-grid steps")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student (and the "
+                   "VAR teacher's blocks)")
+    p.add_argument("--no-pngs", action="store_true", help="no per-image PNGs (grid and npz only)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def config_from_args(args: argparse.Namespace) -> SampleConfig:
+    method, ti = args.method, args.teacher_involved
+    if ti is not None:
+        if len(ti) != 2:
+            raise CLIError(f"--teacher-involved takes N,M, got {args.teacher_involved}")
+        method = "teacher-involved"
+    classes = args.classes
+    if classes not in ("balanced", "random"):
+        try:
+            classes = _ints(classes)
+        except argparse.ArgumentTypeError as e:
+            raise CLIError(f"--classes: {e}") from e
+    return SampleConfig(
+        teacher=args.teacher, method=method, tokenizer_ckpt=args.tokenizer_ckpt,
+        student=args.student, steps=args.steps, t_list=args.t_list, split=args.split,
+        teacher_involved=ti, teacher_choice=args.teacher_choice,
+        official_prefix_quirk=args.official_prefix_quirk, skip=args.skip,
+        marginals=args.marginals, marginal_samples=args.marginal_samples, num=args.num,
+        batch_size=args.batch_size, seed=args.seed, classes=classes,
+        flow_steps=args.flow_steps, device=args.device, dtype=args.dtype,
+        compile=args.compile, out=args.out, pngs=not args.no_pngs)
+
+
+def sample_command(args: argparse.Namespace, load=None) -> int:
+    try:
+        cfg = config_from_args(args)
+        result = sample(cfg, load)
+    except USER_ERRORS as e:
+        raise CLIError(str(e)) from e
+    print(f"sample: {result.label}: {len(result.index)} images, {result.steps} network passes "
+          f"per image, {result.seconds_per_image:.4f} s per image (generation "
+          f"{result.seconds_generate:.2f} s, VQ decoding {result.seconds_decode:.2f} s)")
+    print(f"sample: wrote {args.out} (samples.npz, tokens.npz, grid.png, sample.json)")
+    return 0

@@ -1,0 +1,94 @@
+"""Run folder and checkpoints that resume exactly (docs/training.md, "Resume").
+
+    RUN/config.json                 the TrainConfig (+ teacher identity) of the run
+    RUN/checkpoints/step_00000100.pt  model, EMA, optimizer, scheduler, step, RNG states
+    RUN/log.jsonl                   one JSON record per logged step / evaluation
+    RUN/student.safetensors         the exported EMA student (training/export.py)
+
+Checkpoints are written to a temporary name and renamed (atomic on POSIX), the newest
+`keep_last` are kept. Data order and timesteps are pure functions of (seed, step)
+(training/data.py), so `step` is the data position; the torch CPU RNG (and CUDA RNGs when
+used) are saved anyway, so that any op drawing from them continues its stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from ardistill.utils.checkpoint import CheckpointError
+
+CKPT_DIR = "checkpoints"
+_CKPT_RE = re.compile(r"step_(\d{8})\.pt")
+
+
+def checkpoint_path(run: Path, step: int) -> Path:
+    return Path(run) / CKPT_DIR / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of complete checkpoints in RUN, oldest first (temporary files ignored)."""
+    d = Path(run) / CKPT_DIR
+    if not d.is_dir():
+        return []
+    out = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.fullmatch(p.name))]
+    return sorted(out)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(run: str | Path, step: int, payload: dict, keep_last: int) -> Path:
+    """Atomically write `payload` as the checkpoint of `step`; prune to the newest keep_last."""
+    path = checkpoint_path(Path(run), step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as f:  # the bytes are on disk before the rename makes them visible
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for _, old in list_checkpoints(run)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by `save_checkpoint` (weights_only: tensors and plain data)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt zip / pickle: name the file
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({e})") from e
+    if not isinstance(obj, dict) or "step" not in obj or "model" not in obj:
+        raise CheckpointError(f"{path}: not an ardistill training checkpoint")
+    return obj
+
+
+def write_run_config(run: Path, record: dict) -> None:
+    """RUN/config.json (atomic)."""
+    run.mkdir(parents=True, exist_ok=True)
+    tmp = run / "config.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, run / "config.json")
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop JSONL records after `step` (written after the checkpoint a resume starts from)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines()
+            if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
