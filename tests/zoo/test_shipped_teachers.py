@@ -20,7 +20,7 @@ from ardistill.utils.checkpoint import CheckpointError, read_state_dict
 from ardistill.zoo.teacher_files import file_names, sha256_file, shipped_record
 
 SHIPPED = ["mnist-llamagen"]
-BUDGET_BYTES = 1_600_000  # about 1.5 MB per teacher + tokenizer (docs/zoo.md)
+BUDGET_BYTES = 2_000_000  # at most 2 MB per teacher + tokenizer in fp16 (docs/zoo.md)
 
 
 @pytest.fixture(scope="module", params=SHIPPED)
