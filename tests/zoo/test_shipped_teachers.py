@@ -19,7 +19,7 @@ from ardistill.teachers.registry import (
 from ardistill.utils.checkpoint import CheckpointError, read_state_dict
 from ardistill.zoo.teacher_files import file_names, sha256_file, shipped_record
 
-SHIPPED = ["mnist-llamagen"]
+SHIPPED = ["mnist-llamagen", "mnist-var"]
 BUDGET_BYTES = 2_000_000  # at most 2 MB per teacher + tokenizer in fp16 (docs/zoo.md)
 
 
