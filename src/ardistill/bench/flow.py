@@ -67,7 +67,9 @@ def time_map(fm: FlowMap, noise: torch.Tensor, probs: torch.Tensor, repeats: int
     return best
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: weights created under inference_mode are inference tensors,
+# which the teachers' packed-weight cache (teachers/fast_linear.py, `w._version`) rejects.
+@torch.no_grad()
 def teacher_decode_step_seconds(batch: int, device: torch.device | str, dtype: torch.dtype,
                                 warmup: int = 2, steps: int = 4) -> float:
     """Seconds of one LlamaGen-B KV-cache decode step (next_probs + push) at `batch` images,
