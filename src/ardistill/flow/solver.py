@@ -49,7 +49,9 @@ class FlowSolverConfig:
     prune_size, prune_mass, prune_from: pruning rule (2. above); checked from rho * s >= prune_from.
     certify_margin: log-weight margin that decides a row (3. above).
     dtype: precision of the full-codebook evaluations (state, history and pruned steps: float64).
-    block_rows: rows per kernel call (fixed: results must not depend on the batch size).
+    block_rows: rows per kernel call (fixed per codebook: results must not depend on the batch
+        size); None = `auto_block_rows(V)`: 32, more for small codebooks (fewer Python-level
+        kernel calls where each is tiny; docs/flow.md, Speed).
     max_rows: rows per chunk (memory: about max_rows * V * 10 bytes in float32).
     """
 
@@ -64,7 +66,7 @@ class FlowSolverConfig:
     prune_from: float = 1.0
     certify_margin: float = 20.0
     dtype: torch.dtype = torch.float32
-    block_rows: int = 32
+    block_rows: int | None = None
     max_rows: int = 2048
 
     def __post_init__(self) -> None:
@@ -72,8 +74,8 @@ class FlowSolverConfig:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
         if not 1 <= self.order <= 4:
             raise ValueError(f"order must be in 1..4, got {self.order}")
-        if self.max_rows % self.block_rows:
-            raise ValueError("max_rows must be a multiple of block_rows")
+        if (self.block_rows or 1) < 1 or self.max_rows % (self.block_rows or 32):
+            raise ValueError("max_rows must be a multiple of block_rows (of 32 when it is None)")
         positive = ("knee", "rho_split", "tail_du", "prune_mass")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -258,6 +260,15 @@ class _Chunk:
             active = self.decide(active)
 
 
+def auto_block_rows(V: int, max_rows: int) -> int:
+    """Rows per kernel call for a V-entry codebook: about 2^16 posterior entries per block,
+    32 to 256 rows, a power of two dividing max_rows (a multiple of 32)."""
+    R = 32
+    while R < 256 and 2 * R * V <= 1 << 16 and max_rows % (2 * R) == 0:
+        R *= 2
+    return R
+
+
 class FlowMap:
     """The flow map for one codebook, with the codebook-dependent constants computed once.
 
@@ -275,7 +286,7 @@ class FlowMap:
         Caug = torch.cat([self.C64, self.C64.pow(2).sum(-1, keepdim=True)], 1)
         self.CaugT = Caug.T.to(cfg.dtype).contiguous()  # (d + 1, V)
         self.M = min(cfg.prune_size, V)
-        self.R = cfg.block_rows
+        self.R = cfg.block_rows or auto_block_rows(V, cfg.max_rows)
         self.prune_threshold = cfg.prune_mass / V
         scale = float(self.C64.pow(2).sum(-1).mean().sqrt())
         if scale == 0:
