@@ -50,7 +50,11 @@ def _files():
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_flow_one_way(path: Path):
-    bad = _ardistill_imports(path) & FORBIDDEN[_room(path)]
+    forbidden = FORBIDDEN[_room(path)]
+    if path.stem == "cli" or path.stem.endswith("_cli"):
+        # a room's command-line adapter raises ardistill.cli.CLIError; nothing else may
+        forbidden = forbidden - {"cli"}
+    bad = _ardistill_imports(path) & forbidden
     assert not bad, f"{path.relative_to(SRC)} ({_room(path)}) imports {sorted(bad)}"
 
 

@@ -11,6 +11,6 @@ def test_parser_builds_and_lists_commands():
 
 def test_module_entry_point_runs(python_exe, cli_env):
     r = subprocess.run([python_exe, "-m", "ardistill", "--version"], env=cli_env,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ardistill ")

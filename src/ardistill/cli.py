@@ -18,7 +18,7 @@ COMMAND_MODULES: list[str] = [
     "ardistill.pairs.cli",
     "ardistill.sampling.cli",
     "ardistill.sampling.eval_cli",
-    "ardistill.training.cli",
+    "ardistill.train_cli",
     "ardistill.sampling.report",
     "ardistill.zoo.cli",
     "ardistill.zoo.teacher_cli",

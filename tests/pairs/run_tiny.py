@@ -11,7 +11,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_teachers import load_tiny  # noqa: E402
 
-from ardistill.cli import CLIError  # noqa: E402
 from ardistill.pairs.cli import add_gen_args, gen_pairs_command  # noqa: E402
 
 
@@ -19,11 +18,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run_tiny")
     add_gen_args(parser)
     args = parser.parse_args(argv)
-    try:
-        return gen_pairs_command(args, load=load_tiny)
-    except CLIError as e:
-        print(f"ardistill: error: {e}", file=sys.stderr)
-        return 2
+    return gen_pairs_command(args, load=load_tiny)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,10 @@ def test_cli_reports_the_mismatch(var_copy, capsys):
     assert run_tiny.main(argv) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "sampling.top_k: recorded 16, now 8" in err
+
+
+def test_cli_bad_classes_is_a_user_error(tmp_path, capsys):
+    argv = [*VAR_ARGS, "--num", "4", "--out", str(tmp_path / "ds"), "--classes", "1,x"]
+    assert run_tiny.main(argv) == 2
+    assert "ardistill: error: --classes '1,x'" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

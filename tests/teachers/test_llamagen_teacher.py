@@ -149,6 +149,10 @@ def test_packed_cpu_linear_matches_plain(cfgs):
         t.gpt.output.weight.mul_(0.5)
     set_cpu_packing(t.gpt, True)
     torch.testing.assert_close(t.forward_logits(tokens, cond), plain * 0.5, atol=1e-4, rtol=0)
+    with torch.inference_mode():  # inference tensors (no version counter) work too
+        t.gpt.output.weight = torch.nn.Parameter(t.gpt.output.weight * 2.0)
+        assert t.gpt.output.weight.is_inference()
+        torch.testing.assert_close(t.forward_logits(tokens, cond), plain, atol=1e-4, rtol=0)
 
 
 def test_bf16_teacher_runs_and_tracks_fp32(cfgs):

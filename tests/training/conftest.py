@@ -11,12 +11,12 @@ import torch
 
 PAIRS_TESTS = Path(__file__).resolve().parents[1] / "pairs"
 sys.path.insert(0, str(PAIRS_TESTS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_teachers import load_tiny  # noqa: E402
 
 from ardistill.pairs.config import GenOptions, PairsSettings  # noqa: E402
 from ardistill.pairs.run import generate_pairs  # noqa: E402
-from ardistill.training import recipe  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -49,10 +49,3 @@ def pairs_cache(tmp_path_factory):
 @pytest.fixture
 def tiny():
     return load_tiny
-
-
-def debug_cfg(pairs: Path, out: Path, **kw):
-    """The debug recipe on a tiny teacher (timesteps {0, 1}, split 2: teacher of no preset)."""
-    base = dict(pairs=str(pairs), out=str(out), timesteps=(0, 1), split=2, holdout=16,
-                eval_samples=16)
-    return recipe("debug", **{**base, **kw})

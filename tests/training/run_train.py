@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pairs"))
 from tiny_teachers import load_tiny  # noqa: E402
 
 from ardistill.cli import CLIError  # noqa: E402
-from ardistill.training.cli import add_args, train_command  # noqa: E402
+from ardistill.train_cli import add_args, train_command  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

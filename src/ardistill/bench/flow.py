@@ -17,9 +17,10 @@ import time
 
 import torch
 
+from ardistill.bench.flow_accuracy import print_accuracy_table, reference_tokens
 from ardistill.cli import CLIError
 from ardistill.flow import DEFAULT_NUM_STEPS, FlowMap, FlowSolverConfig
-from ardistill.flow.reference import LOGIT_STD, make_flow_problem, reference_solve
+from ardistill.flow.reference import LOGIT_STD, make_flow_problem
 
 SETTINGS = ("llamagen", "var")
 
@@ -33,8 +34,14 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-steps", type=int, default=None,
                    help=f"solver steps (default: the library default, {DEFAULT_NUM_STEPS})")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per case (best is kept)")
-    p.add_argument("--agreement-rows", type=int, default=1000,
+    p.add_argument("--agreement-rows", type=int, default=2000,
                    help="rows per setting and distribution compared with the reference")
+    p.add_argument("--seed", type=int, default=100,
+                   help="seed of the problems compared with the reference (default 100)")
+    p.add_argument("--ref-cache", default=None, metavar="DIR",
+                   help="read / store the float64 reference tokens here (they take minutes)")
+    p.add_argument("--sweep", default=None, metavar="N,N,...",
+                   help="print only the accuracy table: agreement and cost at these num_steps")
     p.add_argument("--teacher-batch", type=int, default=256,
                    help="batch of the LlamaGen-B decode step (0: skip the teacher)")
     p.add_argument("--threads", type=int, default=0,
@@ -60,7 +67,9 @@ def time_map(fm: FlowMap, noise: torch.Tensor, probs: torch.Tensor, repeats: int
     return best
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: weights created under inference_mode are inference tensors,
+# which the teachers' packed-weight cache (teachers/fast_linear.py, `w._version`) rejects.
+@torch.no_grad()
 def teacher_decode_step_seconds(batch: int, device: torch.device | str, dtype: torch.dtype,
                                 warmup: int = 2, steps: int = 4) -> float:
     """Seconds of one LlamaGen-B KV-cache decode step (next_probs + push) at `batch` images,
@@ -112,17 +121,15 @@ def _speed_table(args, device: torch.device, batches: list[int]) -> dict:
 
 def _agreement(args, device: torch.device, n: int) -> None:
     cfg = _config(args)
-    print(f"\nagreement with the float64 reference ({n} rows each, seed 2)")
+    print(f"\nagreement with the float64 reference ({n} rows each, seed {args.seed})")
     for name in SETTINGS:
         for dist, std in LOGIT_STD.items():
-            noise, probs, C = make_flow_problem(name, n, std, seed=2)
-            t0 = time.perf_counter()
-            ref = reference_solve(noise, probs, C).tokens
-            ref_s = time.perf_counter() - t0
+            ref, _ = reference_tokens(name, std, n, args.seed, args.ref_cache)
+            noise, probs, C = make_flow_problem(name, n, std, seed=args.seed)
             got = FlowMap(C.to(device), cfg)(noise.to(device), probs.to(device)).cpu()
             bad = int((got != ref).sum())
-            print(f"{name:9} {dist:7} {100 * (1 - bad / n):8.3f}%  ({bad} of {n} differ; "
-                  f"reference {ref_s:.0f} s)", flush=True)
+            print(f"{name:9} {dist:7} {100 * (1 - bad / n):8.3f}%  ({bad} of {n} differ)",
+                  flush=True)
 
 
 def _teacher_ratio(args, device: torch.device, times: dict, batch: int) -> None:
@@ -156,6 +163,16 @@ def run(args: argparse.Namespace) -> int:
     if not batches or min(batches) < 1:
         raise CLIError("--batches needs at least one positive batch size")
     rows, tbatch = args.agreement_rows, args.teacher_batch
+    if args.sweep is not None:
+        try:
+            steps = [int(n) for n in args.sweep.split(",") if n]
+        except ValueError as e:
+            raise CLIError(f"--sweep must be comma-separated integers: {e}") from e
+        if not steps or min(steps) < 1 or rows < 1:
+            raise CLIError("--sweep needs positive step counts and --agreement-rows >= 1")
+        with torch.inference_mode():
+            print_accuracy_table(steps, rows, args.seed, args.ref_cache, device)
+        return 0
     if args.quick:
         batches, args.repeats, rows, tbatch = [256], 1, 100, min(tbatch, 64)
     with torch.inference_mode():

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append(rec)
                 mfu = f", MFU {100 * rec['mfu']:.1f}%" if "mfu" in rec else ""
                 print(f"train {preset:16s} {dt:5s} {device}: batch {rec['batch']}, "
-                      f"{rec['s_per_step']:.3f} s/step, {rec['samples_per_s']:.1f} samples/s, "
+                      f"{rec['s_per_step']:.3f} s/step, {rec['samples_per_s']:.3g} samples/s, "
                       f"{rec['train_gflops_per_sample']:.1f} GFLOP/sample, "
                       f"{rec['achieved_tflops']:.3f} TFLOP/s{mfu}", flush=True)
     except (KeyError, ValueError) as e:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from ardistill.cli import CLIError
 from ardistill.pairs.captions import load_captions
 from ardistill.pairs.config import DTYPES, GenOptions, PairsSettings, default_batch_size
 from ardistill.pairs.dist import RankError, from_env
@@ -97,9 +96,9 @@ def parse_classes(text: str | None) -> tuple[int, ...] | None:
             lo, _, hi = part.partition("-")
             out.extend(range(int(lo), int(hi or lo) + 1))
     except ValueError as e:
-        raise CLIError(f"--classes {text!r}: expected ids and ranges like '0,3,10-19'") from e
+        raise ValueError(f"--classes {text!r}: expected ids and ranges like '0,3,10-19'") from e
     if not out or len(set(out)) != len(out):
-        raise CLIError(f"--classes {text!r}: empty or repeated classes")
+        raise ValueError(f"--classes {text!r}: empty or repeated classes")
     return tuple(out)
 
 
@@ -113,7 +112,7 @@ def load_teacher_from_spec(spec: str, tokenizer_ckpt: str | None, device: torch.
 def _device(name: str, local_rank: int) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise CLIError("--device cuda: CUDA is not available in this torch")
+            raise ValueError("--device cuda: CUDA is not available in this torch")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -143,7 +142,7 @@ def gen_pairs_command(args: argparse.Namespace,
         rep = generate_pairs(teacher, settings, args.out, options=options, captions=captions,
                              spec=args.teacher, dist=dist, device=device)
     except USER_ERRORS as e:
-        raise CLIError(_message(e)) from e
+        return user_error(e)
     finally:
         dist.close()
     if dist.is_main:
@@ -169,7 +168,7 @@ def verify_pairs_command(args: argparse.Namespace,
         print(f"verify-pairs: FAILED: {e}", file=sys.stderr)
         return 1
     except USER_ERRORS as e:
-        raise CLIError(_message(e)) from e
+        return user_error(e)
     print(f"digest: {rep.digest}")
     return 0
 
@@ -191,6 +190,13 @@ def _recompute(args: argparse.Namespace, load: TeacherLoader) -> None:
             "near-tie tokens; on the same one this is corruption.")
     print(f"verify-pairs: recomputed {len(rep.indices)} samples ({rep.micro_batches} "
           "micro-batches): all match")
+
+
+def user_error(e: Exception) -> int:
+    """Print a user's error as `ardistill: error: ...` and return exit code 2 (what
+    `ardistill.cli.main` does with a CLIError; the pairs room does not import the cli)."""
+    print(f"ardistill: error: {_message(e)}", file=sys.stderr)
+    return 2
 
 
 def _message(e: Exception) -> str:

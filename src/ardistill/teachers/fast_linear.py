@@ -51,7 +51,8 @@ class FastLinear(nn.Linear):
 
     def _packed_weight(self) -> Tensor:
         w = self.weight
-        key = (id(w), w._version, w.data_ptr())
+        # inference tensors (made under torch.inference_mode) have no version counter
+        key = (id(w), -1 if w.is_inference() else w._version, w.data_ptr())
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
         return self._packed[1]

@@ -30,7 +30,7 @@ from ardistill.training.evaluate import heldout_agreement
 from ardistill.training.export import export_student
 from ardistill.training.logs import RunLogger
 from ardistill.training.losses import LossTerms, dd_loss
-from ardistill.training.setup import RunState, run_identity, setup_run
+from ardistill.training.setup import RunState, setup_run
 from ardistill.training.state import list_checkpoints, rng_state, save_checkpoint
 
 EXPORT_NAME = "student.safetensors"
@@ -170,7 +170,7 @@ def _checkpoint(r: RunState, done: int) -> None:
         payload = {"step": done, "model": r.student.state_dict(), "ema": r.ema.state_dict(),
                    "optim": r.opt.state_dict(), "sched": r.sched.state_dict(),
                    "rng": rng_state(r.device),
-                   "identity": run_identity(r.cfg, r.teacher, r.schedule)}
+                   "identity": r.identity}
         save_checkpoint(r.cfg.out, done, payload, r.cfg.keep_last)
     r.dist.barrier()
 

@@ -111,6 +111,7 @@ class RunState:
     dist: TrainDist
     device: torch.device
     perceptual: PerceptualLoss | None
+    identity: dict  # run_identity: stored in every checkpoint
     start: int
     resumed_from: Path | None
 
@@ -136,19 +137,23 @@ def setup_run(cfg: TrainConfig, teacher: Teacher | None, dist: TrainDist) -> Run
     start, resumed = _resume(cfg, teacher, schedule, student, ema, opt, sched, device)
     model: nn.Module = student
     if dist.world_size > 1:
+        # a head with weight 0 gets no gradient: DDP must then look for unused parameters
+        unused = cfg.loss.ce == 0 or (cfg.loss.latent == 0 and not cfg.loss.uses_perceptual)
         model = nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None)
+            student, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused)
     sampler = StepSampler(len(train_ds), cfg.batch_size, schedule.t_list, cfg.seed,
                           dist.rank, dist.world_size)
     perceptual = PerceptualLoss(cfg.loss, device) if cfg.loss.uses_perceptual else None
     return RunState(cfg, teacher, train_ds, held, ds.layout,
                     teacher.dd_codebook().to(device, torch.float32), schedule, student, model,
-                    ema, opt, sched, sampler, dist, device, perceptual, start, resumed)
+                    ema, opt, sched, sampler, dist, device, perceptual,
+                    run_identity(cfg, ds.teacher_fingerprint, schedule), start, resumed)
 
 
-def run_identity(cfg: TrainConfig, teacher: Teacher, schedule: Schedule) -> dict:
-    """What must not change when a run is resumed."""
-    return {"teacher_fingerprint": teacher.fingerprint(), "t_list": list(schedule.t_list),
+def run_identity(cfg: TrainConfig, teacher_fp: str, schedule: Schedule) -> dict:
+    """What must not change when a run is resumed (teacher_fp: the teacher's fingerprint)."""
+    return {"teacher_fingerprint": teacher_fp, "t_list": list(schedule.t_list),
             "split": schedule.split, "seed": cfg.seed, "batch_size": cfg.batch_size,
             "loss": json.loads(json.dumps(cfg.to_json()["loss"]))}
 
@@ -159,7 +164,7 @@ def _resume(cfg, teacher, schedule, student, ema, opt, sched, device):
         return 0, None
     step, path = ckpts[-1]
     ck = load_checkpoint(path)
-    want = run_identity(cfg, teacher, schedule)
+    want = run_identity(cfg, teacher.fingerprint(), schedule)
     diff = [k for k in want if ck.get("identity", {}).get(k) != want[k]]
     if diff:
         raise ValueError(f"{cfg.out} holds a run with other settings ({', '.join(diff)} "

@@ -133,11 +133,24 @@ def _label(src) -> str:
 def _check_preset(preset: TeacherPreset, sd: Mapping[str, Tensor], src) -> None:
     found = detect_preset(sd)
     if found is None and preset.name in PRESETS:
-        raise CheckpointError(f"{_label(src)}: expected the {preset.name} transformer "
-                              f"({preset.official_files[0]}), but the file is "
-                              f"{describe_checkpoint(sd)}")
+        want = f" ({preset.official_files[0]})" if preset.official_files else ""
+        raise CheckpointError(f"{_label(src)}: expected the {preset.name} transformer{want}, "
+                              f"but the file is {describe_checkpoint(sd)}; "
+                              f"{_shape_hint(preset, sd)}")
     if found is not None and found != preset.name:
         raise CheckpointError(f"{_label(src)}: this is a {found} checkpoint, not {preset.name}")
+
+
+def _shape_hint(preset: TeacherPreset, sd: Mapping[str, Tensor]) -> str:
+    """Which of the preset's identifying entries are missing or of another shape."""
+    want = preset.model_config
+    shapes = {"pos_1LC": (1, want.seq_len, want.width),
+              "class_emb.weight": (want.num_classes + 1, want.width),
+              "head.weight": (want.vocab_size, want.width),
+              "word_embed.weight": (want.width, want.cvae)}
+    bad = [f"{k}: {'missing' if k not in sd else tuple(sd[k].shape)} vs {s}"
+           for k, s in shapes.items() if k not in sd or tuple(sd[k].shape) != s]
+    return "; ".join(bad) if bad else "the block count differs"
 
 
 def detect_preset(state_dict: Mapping[str, Tensor]) -> str | None:

@@ -1,4 +1,5 @@
-"""`ardistill train`: train a DD student from a pairs dataset (docs/training.md).
+"""`ardistill train`: train a DD student from a pairs dataset (docs/training.md). Lives outside
+the training room, which may not import `ardistill.cli` (tests/test_architecture.py).
 
     ardistill train --pairs PAIRS --out RUN [--recipe tiny-1step] [--steps N] ...
 

@@ -8,10 +8,10 @@ import hashlib
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import debug_cfg
 
 from ardistill.training import TrainingDiverged, train
 from ardistill.training.state import list_checkpoints, load_checkpoint
-from conftest import debug_cfg
 
 
 def _sha(path) -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import debug_cfg
 
 from ardistill.training import train
 from ardistill.training.state import list_checkpoints, load_checkpoint
-from conftest import debug_cfg
 
 RUN_TRAIN = Path(__file__).resolve().parent / "run_train.py"
 

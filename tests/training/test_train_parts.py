@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
+from train_helpers import debug_cfg
 
 from ardistill.pairs.dataset import PairsDataset, training_inputs
 from ardistill.student.base import StudentOutput
@@ -17,7 +20,6 @@ from ardistill.training.evaluate import marginal_frequencies, onestep_expected_a
 from ardistill.training.export import read_export_metadata
 from ardistill.training.losses import dd_loss
 from ardistill.utils.checkpoint import CheckpointError
-from conftest import debug_cfg
 
 
 def test_ema_closed_form():
@@ -78,13 +80,17 @@ def test_loss_ignores_data_positions(pairs_cache, tiny):
                                                 cfg).latent)
 
 
-def test_pixel_perceptual_loss_trains(pairs_cache, tiny, tmp_path):
-    teacher = tiny("tiny-var")
-    cfg = debug_cfg(pairs_cache("tiny-var"), tmp_path, steps=3,
-                    loss=LossConfig(perceptual="pixel-l1", perceptual_weight=1.0))
+@pytest.mark.parametrize("spec, kind", [("tiny-var", "pixel-l1"), ("tiny-llamagen", "mnist")])
+def test_perceptual_loss_trains(pairs_cache, tiny, tmp_path, spec, kind):
+    teacher = tiny(spec)
+    cfg = debug_cfg(pairs_cache(spec), tmp_path, steps=3,
+                    loss=LossConfig(perceptual=kind, perceptual_weight=1.0))
     res = train(cfg, teacher=teacher)
     assert all(torch.isfinite(torch.tensor(res.losses)))
-    assert not any(p.grad is not None for p in teacher.vqvae.parameters())
+    rec = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(r["loss_perceptual"] > 0 for r in rec if "loss" in r)
+    decoder = teacher.vqvae if spec == "tiny-var" else teacher.vq
+    assert not any(p.grad is not None for p in decoder.parameters())
 
 
 def test_export_load_round_trip(tiny, tmp_path):

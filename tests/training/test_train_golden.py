@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from train_helpers import debug_cfg
 
 from ardistill.training import train
-from conftest import debug_cfg
 
 # recipe("debug") on tiny-llamagen pairs (64 samples, seed 1), timesteps {0, 1}, split 2,
 # seed 0, one CPU thread. Regenerate only for an intended change of the training math.

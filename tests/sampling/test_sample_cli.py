@@ -1,0 +1,93 @@
+"""`ardistill sample` / `eval` (token metrics) / `report` / `bench sample` end to end, with the
+tiny teachers (tests/pairs/tiny_teachers.py) through the commands' loader hook."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ardistill.cli import CLIError, build_parser, main
+from ardistill.sampling.cli import sample_command
+from ardistill.sampling.eval_cli import run as eval_run
+
+
+def _sample(tiny, out, *argv):
+    args = build_parser().parse_args(["sample", "--teacher", "tiny-llamagen", "--out", str(out),
+                                      "--num", "5", "--batch-size", "2", *argv])
+    return sample_command(args, load=lambda spec, tok, dev, dt: tiny(spec))
+
+
+def test_sample_cli_writes_files_and_is_deterministic(tmp_path, tiny, student_file, capsys):
+    sf = str(student_file("tiny-llamagen"))
+    argv = ("--student", sf, "--steps", "2", "--t-list", "0,3", "--split", "3")
+    assert _sample(tiny, tmp_path / "a", *argv) == 0
+    assert "DD 2-step" in capsys.readouterr().out
+    with np.load(tmp_path / "a" / "samples.npz") as f:
+        assert f["arr_0"].dtype == np.uint8 and f["arr_0"].shape == (5, 8, 8, 3)
+        assert f["arr_1"].tolist() == [0, 1, 2, 3, 4]  # balanced: i mod 10
+        images = f["arr_0"]
+    assert len(list((tmp_path / "a" / "images").glob("*.png"))) == 5
+    assert (tmp_path / "a" / "grid.png").is_file()
+    meta = json.loads((tmp_path / "a" / "sample.json").read_text())
+    assert meta["settings"]["t_list"] == [0, 3] and meta["steps"] == 2
+    assert _sample(tiny, tmp_path / "b", *argv, "--batch-size", "5") == 0
+    with np.load(tmp_path / "b" / "samples.npz") as f:
+        assert np.array_equal(f["arr_0"], images)
+    with np.load(tmp_path / "a" / "tokens.npz") as a, np.load(tmp_path / "b" / "tokens.npz") as b:
+        assert np.array_equal(a["tokens"], b["tokens"])
+
+
+def test_sample_cli_classes_and_errors(tmp_path, tiny, capsys):
+    assert _sample(tiny, tmp_path / "c", "--method", "teacher", "--teacher-choice", "greedy",
+                   "--classes", "3,7", "--no-pngs") == 0
+    with np.load(tmp_path / "c" / "samples.npz") as f:
+        assert f["arr_1"].tolist() == [3, 7, 3, 7, 3]
+    with pytest.raises(CLIError, match="outside"):
+        _sample(tiny, tmp_path / "d", "--method", "teacher", "--classes", "3,70")
+    with pytest.raises(CLIError, match="no shipped DD student"):
+        _sample(tiny, tmp_path / "e")  # the tiny teacher has no preset, so no shipped student
+
+
+@pytest.mark.slow  # flow-mapped teacher runs: ~6 min on the loaded 2-core machine
+def test_eval_token_metrics_and_report(tmp_path, tiny, capsys):
+    assert _sample(tiny, tmp_path / "flow", "--method", "teacher", "--teacher-choice",
+                   "flow") == 0
+    assert _sample(tiny, tmp_path / "skip", "--method", "skip", "--skip", "4",
+                   "--teacher-choice", "flow") == 0
+    load = lambda spec, tok, dev, dt: tiny(spec)  # noqa: E731
+    for run in ("flow", "skip"):
+        args = build_parser().parse_args(
+            ["eval", str(tmp_path / run / "samples.npz"), "--teacher", "tiny-llamagen",
+             "--flow-reference", str(tmp_path / "flow"), "--teacher-samples",
+             str(tmp_path / "flow")])
+        assert eval_run(args, load=load) == 0
+    out = capsys.readouterr().out
+    assert "token agreement   1.0000" in out  # the flow-mapped teacher agrees with itself
+    flow = json.loads((tmp_path / "flow" / "samples.eval.json").read_text())
+    skip = json.loads((tmp_path / "skip" / "samples.eval.json").read_text())
+    assert flow["teacher_nll_bits"] == pytest.approx(flow["teacher_samples_nll_bits"])
+    assert np.isfinite(skip["teacher_nll_bits"]) and skip["teacher_nll_bits"] > 0
+    q = skip["token_agreement_by_quarter"]
+    assert q[0] == 1.0 and skip["token_agreement"] < 1.0  # skip-4 differs only at the end
+    rc = main(["report", str(tmp_path / "flow"), str(tmp_path / "skip"),
+               "--out", str(tmp_path / "table")])
+    assert rc == 0
+    rep = json.loads((tmp_path / "table.json").read_text())
+    rows = {r["model"]: r for r in rep["rows"]}
+    assert rows["teacher (flow)"]["speedup"] == pytest.approx(1.0)
+    assert rows["skip-4"]["steps"] == 12 and rows["skip-4"]["parameters"] > 0
+    assert "| skip-4 |" in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.slow  # ~2 min on the loaded 2-core machine
+def test_bench_sample_runs_on_the_embedded_shapes(tmp_path, capsys):
+    rc = main(["bench", "--presets", "mnist-var", "--quick", "--no-teacher",
+               "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "DD 1-step" in out and "gen s/img" in out
+    rows = json.loads((tmp_path / "b.json").read_text())
+    assert {r["batch"] for r in rows} == {1, 2}
+    assert all(r["total_s_per_image"] > 0 for r in rows)
