@@ -14,6 +14,7 @@ import sys
 # Modules that contribute subcommands, in the order `ardistill --help` shows them.
 COMMAND_MODULES: list[str] = [
     "ardistill.bench.cli",
+    "ardistill.demo.cli",
     "ardistill.pairs.cli",
     "ardistill.sampling.cli",
     "ardistill.sampling.eval_cli",

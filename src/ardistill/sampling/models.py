@@ -17,7 +17,6 @@ from ardistill.sampling.seeds import choice_seeds, sample_labels
 from ardistill.student.base import Student
 from ardistill.teachers.base import Condition, Teacher
 from ardistill.teachers.registry import (
-    EMBEDDED_WEIGHTS,
     DDDefaults,
     all_presets,
     load_teacher,
@@ -52,23 +51,16 @@ def load_student_file(teacher: Teacher, path: str | Path, *, device: torch.devic
     return load_student(teacher, path, device=device, dtype=dtype), hints
 
 
-def default_student_path(teacher_spec: str) -> Path:
-    """The shipped student of an embedded preset (`extra["student_file"]` in the zoo)."""
-    from importlib import resources
-
+def default_student_path(teacher_spec: str, steps: int = 1) -> Path:
+    """The shipped `steps`-step student of an embedded preset (`zoo.students`, written by
+    `ardistill demo --export-students`)."""
     preset = all_presets().get(teacher_spec)
-    name = None if preset is None else preset.extra.get("student_file")
-    if name is None:
+    if preset is None or not preset.embedded:
         raise CheckpointError(f"no shipped DD student for teacher {teacher_spec!r}: give "
                               "--student PATH (an exported student, `ardistill train`)")
-    res = resources.files("ardistill")
-    for part in EMBEDDED_WEIGHTS:
-        res = res.joinpath(part)
-    res = res.joinpath(name)
-    if not res.is_file():
-        raise CheckpointError(f"{teacher_spec}: the shipped student {name} is missing from the "
-                              "installed package; give --student PATH")
-    return Path(str(res))
+    from ardistill.zoo.students import shipped_student
+
+    return shipped_student(teacher_spec, 2 if steps >= 2 else 1)
 
 
 TeacherLoader = Callable[[str, "str | None", torch.device, torch.dtype], Teacher]
@@ -90,7 +82,8 @@ def load_models(cfg: SampleConfig, load: TeacherLoader = load_teacher_from_spec
         teacher.set_compile(True)  # VAR: compiled blocks in sessions
     if cfg.method not in STUDENT_METHODS:
         return teacher, None, {}
-    path = cfg.student if cfg.student is not None else default_student_path(cfg.teacher)
+    steps = len(cfg.t_list) if cfg.t_list is not None else cfg.steps
+    path = cfg.student if cfg.student is not None else default_student_path(cfg.teacher, steps)
     student, hints = load_student_file(teacher, path, device=cfg.device, dtype=dtype)
     if cfg.compile:
         student = torch.compile(student)

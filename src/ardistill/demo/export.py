@@ -1,0 +1,54 @@
+"""Ship the demo's students: the EMA students of a full demo, copied into the package's
+shipped weights as fp16 safetensors (`zoo.students.student_file_name`) with a JSON record of
+the command, seed and measured numbers, so `ardistill sample --teacher mnist-llamagen
+--steps 1` needs no training (issue 7 item 5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ardistill.demo.config import DemoConfig
+from ardistill.demo.run import DemoResult
+from ardistill.zoo.students import record_file_name, shipped_weights_dir, student_file_name
+
+
+def export_students(result: DemoResult, cfg: DemoConfig, command: str,
+                    out_dir: str | Path | None = None) -> list[Path]:
+    """Write `<preset>_dd<steps>.safetensors` (fp16, the training export's metadata kept)
+    for every teacher and step count, and `<preset>_students.json`; returns the paths."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ardistill.zoo.teacher_files import sha256_file
+
+    out_dir = Path(out_dir) if out_dir is not None else shipped_weights_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for preset, students in result.students.items():
+        record = {"preset": preset, "command": command, "seed": cfg.seed,
+                  "demo_config": cfg.to_json(), "timings": result.timings,
+                  "rows": [r for r in result.rows if r["teacher"] == preset], "files": {}}
+        for steps, rec in sorted(students.items()):
+            src = Path(rec["export"])
+            with safe_open(str(src), "pt") as f:
+                meta = dict(f.metadata() or {})
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+            sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+            # `ardistill sample` reads the split from here: ship the one the demo measured
+            meta["split"] = str(int(rec["sample_split"]))
+            dst = out_dir / student_file_name(preset, int(steps))
+            save_file(sd, str(dst), metadata=meta)
+            dst.chmod(0o644)  # package data (safetensors writes 0600)
+            record["files"][str(steps)] = {"name": dst.name, "bytes": dst.stat().st_size,
+                                           "sha256": sha256_file(dst), "dtype": "float16",
+                                           "t_list": rec["t_list"],
+                                           "split": rec["sample_split"],
+                                           "training_split": rec["split"],
+                                           "training": {k: rec[k] for k in (
+                                               "steps", "seconds", "final_loss", "eval")}}
+            written.append(dst)
+        rec_path = out_dir / record_file_name(preset)
+        rec_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+        written.append(rec_path)
+    return written

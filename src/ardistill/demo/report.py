@@ -1,0 +1,142 @@
+"""The demo's report: rows shaped like the paper's Table 1, as `report.json` and `report.md`.
+
+A row is a plain dict with at least `teacher`, `method` (one of METHODS), `steps`, `fid`,
+`seconds_per_image`, `speedup` (teacher seconds / method seconds, same run), plus `label`,
+`fid_ratio` (method FID / teacher FID), `agreement`, `nll`, `params`. Pure functions: rows in,
+text and files out (unit-tested without any model).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+METHODS = ("teacher", "dd", "onestep*", "skip-k")
+REQUIRED = ("teacher", "method", "steps", "fid", "seconds_per_image", "speedup")
+# Issue 7 item 4: DD FID at most this multiple of the teacher's (the paper: 2.4-2.8x, 1.8-1.9x).
+FLOORS = {1: 2.5, 2: 1.8}
+AIMS = {1: 2.0, 2: 1.5}
+
+
+def make_row(teacher: str, key: str, method: str, steps: int, metrics: dict, bench: dict,
+             params: int) -> dict:
+    """One row before the ratios (`finish_rows` fills fid_ratio and speedup)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    label = {"teacher": "teacher", "onestep*": "onestep*"}.get(method, key)
+    if method == "dd":
+        label = f"DD {steps}-step"
+    return {"teacher": teacher, "method": method, "label": label, "steps": int(steps),
+            "fid": float(metrics["fid"]), "fid_ratio": None,
+            "agreement": _opt(metrics.get("agreement")), "nll": _opt(metrics.get("nll")),
+            "inception_score": _opt(metrics.get("inception_score")),
+            "precision": _opt(metrics.get("precision")), "recall": _opt(metrics.get("recall")),
+            "num_samples": int(metrics["num_samples"]), "params": int(params),
+            "seconds_per_image": float(bench["seconds_per_image"]), "speedup": None}
+
+
+def _opt(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def finish_rows(rows: list[dict]) -> list[dict]:
+    """Fill `fid_ratio` and `speedup` of every row from its teacher's row (same run)."""
+    ref = {r["teacher"]: r for r in rows if r["method"] == "teacher"}
+    for r in rows:
+        t = ref.get(r["teacher"])
+        if t is None:
+            raise ValueError(f"no teacher row for {r['teacher']!r}")
+        r["fid_ratio"] = r["fid"] / t["fid"] if t["fid"] > 0 else math.inf
+        r["speedup"] = t["seconds_per_image"] / r["seconds_per_image"]
+    return rows
+
+
+def check_rows(rows: list[dict]) -> None:
+    """Raise ValueError unless every row has the required keys and a known method."""
+    for r in rows:
+        missing = [k for k in REQUIRED if k not in r]
+        if missing:
+            raise ValueError(f"report row {r.get('teacher')}/{r.get('method')} lacks {missing}")
+        if r["method"] not in METHODS:
+            raise ValueError(f"report row method {r['method']!r} not in {METHODS}")
+
+
+def quality(rows: list[dict]) -> dict:
+    """Per teacher: DD 1-/2-step FID ratios to the teacher, the floors and whether they hold,
+    and whether DD is better than onestep*."""
+    out = {}
+    for t in dict.fromkeys(r["teacher"] for r in rows):
+        mine = [r for r in rows if r["teacher"] == t]
+        one = next((r for r in mine if r["method"] == "onestep*"), None)
+        q = {}
+        for steps in (1, 2):
+            dd = next((r for r in mine if r["method"] == "dd" and r["steps"] == steps), None)
+            if dd is None:
+                continue
+            q[f"dd{steps}_fid_ratio"] = dd["fid_ratio"]
+            q[f"dd{steps}_floor"] = FLOORS[steps]
+            q[f"dd{steps}_meets_floor"] = bool(dd["fid_ratio"] <= FLOORS[steps])
+            q[f"dd{steps}_meets_aim"] = bool(dd["fid_ratio"] <= AIMS[steps])
+            if one is not None:
+                q[f"dd{steps}_vs_onestep_fid"] = one["fid"] / dd["fid"] if dd["fid"] else None
+        out[t] = q
+    return out
+
+
+def _f(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def markdown(rows: list[dict], settings: dict, timings: dict,
+             cpu: dict | None = None) -> str:
+    """report.md: the table, the quality ratios, and how it was measured."""
+    n = rows[0]["num_samples"] if rows else 0
+    lines = ["# ardistill demo: Distilled Decoding on the embedded MNIST teachers", "",
+             f"Preset `{settings.get('preset')}`, seed {settings.get('seed')}, "
+             f"{settings.get('threads')} thread(s). FID: shipped MNIST features, {n} samples "
+             "per method against the 500 held-out MNIST digits (few samples bias FID upward: "
+             "compare rows, not other papers). Agreement: fraction of tokens equal to the "
+             "teacher + flow map's for the same noise. NLL: teacher's guided NLL of the "
+             "sampled tokens, bits/token. Time: seconds per image at batch 1, VQ decoding "
+             "included, median after warm-up; speedup = teacher time / method time.", "",
+             "| teacher | method | steps | FID | FID / teacher | agreement | NLL (bits/tok) "
+             "| params | s / image | speedup |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['teacher']} | {r['label']} | {r['steps']} | {r['fid']:.2f} | "
+            f"{_f(r['fid_ratio'], '.2f')}x | {_f(r['agreement'], '.3f')} | "
+            f"{_f(r['nll'], '.2f')} | {r['params']:,} | {r['seconds_per_image']:.4f} | "
+            f"{_f(r['speedup'], '.1f')}x |")
+    lines += ["", "## Quality floors (issue 7: DD 1-step <= 2.5x, 2-step <= 1.8x the teacher's "
+              "FID; aim 2.0x / 1.5x)", ""]
+    for t, q in quality(rows).items():
+        parts = []
+        for s in (1, 2):
+            if f"dd{s}_fid_ratio" in q:
+                ok = "met" if q[f"dd{s}_meets_floor"] else "NOT met"
+                parts.append(f"{s}-step {q[f'dd{s}_fid_ratio']:.2f}x (floor {FLOORS[s]}x: {ok})")
+        lines.append(f"- {t}: " + "; ".join(parts))
+    cpu = cpu or {}
+    lines += ["", "## Stage timings (seconds; CPU = this process's CPU time)", "",
+              "| stage | wall | CPU |", "|---|---|---|"]
+    for k, v in timings.items():
+        lines.append(f"| {k} | {v:.1f} | {_f(cpu.get(k), '.1f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: str | Path, rows: list[dict], settings: dict, timings: dict,
+                 cpu: dict | None = None, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write `out/report.json` ({"rows", "quality", "settings", "timings", "cpu_seconds",
+    ...extra}) and `out/report.md`; returns their paths."""
+    check_rows(rows)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"rows": rows, "quality": quality(rows), "settings": settings, "timings": timings,
+           "cpu_seconds": cpu or {}, **(extra or {})}
+    js = out / "report.json"
+    js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    md = out / "report.md"
+    md.write_text(markdown(rows, settings, timings, cpu))
+    return md, js

@@ -1,0 +1,150 @@
+"""`run_demo(cfg) -> DemoResult`: every stage for every teacher, then the report.
+
+Stage times are measured with `time.perf_counter` around each stage and recorded as
+`timings["<teacher>/<stage>"]` (plus "reference" and "total").
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ardistill.demo import stages
+from ardistill.demo.config import DemoConfig
+from ardistill.demo.report import finish_rows, make_row, write_report
+from ardistill.teachers.base import Teacher
+from ardistill.utils.images import save_grid
+
+TeacherLoader = Callable[[str], Teacher]
+
+
+@dataclass
+class DemoResult:
+    """rows: the report rows; timings: seconds per stage; files: report and grid paths;
+    students: per teacher {1: record, 2: record} (training summary, export path)."""
+
+    out: Path
+    rows: list[dict]
+    timings: dict[str, float]
+    cpu: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    students: dict[str, dict] = field(default_factory=dict)
+
+
+@contextmanager
+def _threads(n: int):
+    # Intra-op threads for the run, restored afterwards (the caller's setting is not ours).
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _Clock:
+    """Wall seconds per stage, and this process's CPU seconds (what the stage would take
+    alone on one core: this machine is shared, so wall time varies with the load)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, progress: bool):
+        if progress:
+            print(f"== {name}", flush=True)
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - t0, 2)
+            self.cpu[name] = round(time.process_time() - c0, 2)
+
+
+def _load_embedded(name: str) -> Teacher:
+    from ardistill.teachers.registry import load_teacher
+
+    return load_teacher(name)
+
+
+def run_demo(cfg: DemoConfig, load: TeacherLoader | None = None) -> DemoResult:
+    """Run the demo of `cfg` into `cfg.out`. load: preset name -> teacher (default: the
+    shipped weights through `teachers.registry.load_teacher`; tests pass tiny teachers)."""
+    load = load or _load_embedded
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+    t_start, c_start = time.perf_counter(), time.process_time()
+    rows, files, students = [], {}, {}
+    with _threads(cfg.threads):
+        with clock.stage("reference", cfg.progress):
+            extractor, reference = _reference(cfg)
+        for name in cfg.teachers:
+            teacher = load(name)
+            r, f, s = _one_teacher(teacher, name, cfg, out, clock, extractor, reference)
+            rows += r
+            files.update(f)
+            students[name] = s
+    finish_rows(rows)
+    clock.timings["total"] = round(time.perf_counter() - t_start, 2)
+    clock.cpu["total"] = round(time.process_time() - c_start, 2)
+    md, js = write_report(out, rows, cfg.to_json(), clock.timings, cpu=clock.cpu,
+                          extra={"environment": _environment(cfg), "students": students})
+    files.update(report_md=str(md), report_json=str(js))
+    return DemoResult(out, rows, clock.timings, clock.cpu, files, students)
+
+
+def _reference(cfg: DemoConfig):
+    """The shipped MNIST feature network and the held-out MNIST split's features."""
+    from ardistill.data.mnist import mnist_images
+    from ardistill.sampling.evaluate import ImageReference, prepare_reference
+    from ardistill.utils.images import to_uint8
+    from ardistill.zoo.features import load_feature_extractor
+
+    extractor = load_feature_extractor("mnist")
+    images, _ = mnist_images("heldout")
+    ref = prepare_reference(ImageReference("mnist-heldout", images=to_uint8(images)),
+                            extractor, batch_size=cfg.sample_batch)
+    return extractor, ref
+
+
+def _one_teacher(teacher: Teacher, name: str, cfg: DemoConfig, out: Path, clock: _Clock,
+                 extractor, reference) -> tuple[list[dict], dict, dict]:
+    work = stages.TeacherWork(out / name)
+    p = cfg.progress
+    with clock.stage(f"{name}/pairs", p):
+        stages.make_pairs(teacher, cfg, work, name)
+    with clock.stage(f"{name}/train", p):
+        students = stages.train_students(teacher, cfg, work)
+    with clock.stage(f"{name}/sample", p):
+        methods = stages.methods_of(teacher, cfg, work, name, students)
+        samples = stages.sample_methods(teacher, methods, work, cfg)
+    with clock.stage(f"{name}/evaluate", p):
+        metrics = stages.evaluate_methods(teacher, samples, work, cfg, reference, extractor)
+    with clock.stage(f"{name}/bench", p):
+        bench = stages.bench_methods(teacher, methods, cfg)
+    rows, files = [], {}
+    grid_dir = out / "grids"
+    for m in methods:
+        s = samples[m.key]
+        rows.append(make_row(name, m.key, m.method, m.steps, metrics[m.key], bench[m.key],
+                             s.parameters))
+        grid = stages.class_rows(s.images, s.labels, cfg.grid_per_class, teacher.num_classes)
+        safe = m.key.replace("*", "star")  # no shell wildcards in file names
+        path = save_grid(grid, grid_dir / f"{name}_{safe}.png", nrow=cfg.grid_per_class)
+        files[f"grid:{name}:{m.key}"] = str(path)
+    return rows, files, {str(k): rec for k, (_, rec) in students.items()}
+
+
+def _environment(cfg: DemoConfig) -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "threads": cfg.threads,
+            "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}}

@@ -1,0 +1,47 @@
+"""The quick demo end to end on the shipped teachers (`ardistill demo --quick`), through the
+CLI: report files, row keys, the method set, finite numbers, DD faster than the teacher."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ardistill.cli import main
+from ardistill.demo.report import METHODS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "timing summary" in printed and "| teacher | method |" in printed
+    doc = json.loads((out / "report.json").read_text())
+    rows = doc["rows"]
+    teachers = ["mnist-llamagen", "mnist-var"]
+    assert [r["teacher"] for r in rows] == [t for t in teachers for _ in range(5)]
+    for t in teachers:
+        mine = [r for r in rows if r["teacher"] == t]
+        assert {r["method"] for r in mine} == set(METHODS)
+        assert sorted(r["steps"] for r in mine if r["method"] == "dd") == [1, 2]
+        for r in mine:
+            for k in ("steps", "fid", "seconds_per_image", "speedup", "agreement", "nll",
+                      "params", "fid_ratio"):
+                assert r[k] is not None and math.isfinite(r[k]), (t, r["method"], k)
+            assert r["fid"] >= 0 and r["seconds_per_image"] > 0 and 0 <= r["agreement"] <= 1
+        teacher = next(r for r in mine if r["method"] == "teacher")
+        assert teacher["agreement"] == 1.0 and teacher["speedup"] == 1.0
+        for r in mine:
+            if r["method"] == "dd":
+                assert r["speedup"] > 1.0, r
+    q = doc["quality"]
+    assert set(q) == set(teachers) and all("dd1_fid_ratio" in v for v in q.values())
+    assert doc["settings"]["preset"] == "quick" and doc["timings"]["total"] > 0
+    assert set(doc["students"]) == set(teachers)
+    md = (out / "report.md").read_text()
+    assert "DD 1-step" in md and "onestep*" in md and "skip-" in md
+    grids = sorted(p.name for p in (out / "grids").glob("*.png"))
+    assert len(grids) == 10 and "mnist-var_dd-2.png" in grids
