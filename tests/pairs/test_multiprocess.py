@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ardistill.pairs.dist import DistContext, RankError
 from ardistill.pairs.verify import verify_pairs
-from conftest import RUN_TINY
+
+RUN_TINY = Path(__file__).resolve().parent / "run_tiny.py"
 
 
 def torchrun(nproc: int, args: list[str], env: dict) -> subprocess.CompletedProcess:

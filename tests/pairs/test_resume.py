@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import run_tiny
@@ -17,7 +18,8 @@ from ardistill.pairs.files import PairsFileError, read_json
 from ardistill.pairs.run import SettingsMismatch, finalize, generate_pairs
 from ardistill.pairs.verify import verify_pairs
 from ardistill.teachers.base import SamplingConfig
-from conftest import RUN_TINY
+
+RUN_TINY = Path(__file__).resolve().parent / "run_tiny.py"
 
 VAR_ARGS = ["--teacher", "tiny-var", "--seed", "3", "--shard-size", "4", "--micro-batch", "2",
             "--batch-size", "2", "--no-progress"]
