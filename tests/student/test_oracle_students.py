@@ -195,6 +195,21 @@ def test_dd_student_reproduces_every_output(pack, teacher, student):
 
 # ----------------------------------------------------------------------------- full size
 
+def _check_key_listing(m: torch.nn.Module, ref: dict, official_count: int) -> None:
+    """A meta-device model against an official key listing (oracle README §6): keys in order,
+    shapes, dtypes, parameter vs buffer, and the parameter count."""
+    sd = m.state_dict()
+    params = dict(m.named_parameters())
+    assert list(sd) == list(ref["state_dict"]), "keys or their order differ"
+    assert len(sd) == ref["num_state_dict_keys"]
+    for k, spec in ref["state_dict"].items():
+        assert list(sd[k].shape) == spec["shape"], f"{k}: {tuple(sd[k].shape)} vs {spec['shape']}"
+        assert str(sd[k].dtype).removeprefix("torch.") == spec["dtype"], k
+        assert (k in params) == (spec["kind"] == "parameter"), f"{k}: parameter vs buffer"
+    assert count_parameters(m) == ref["num_parameters"] == official_count
+    assert sum(v.numel() for v in sd.values()) == ref["state_dict_numel"]
+
+
 FULL_SIZE = {"llamagen_DD-B": "llamagen-b", "llamagen_DD-L": "llamagen-l"}
 OFFICIAL_COUNTS = {"llamagen_DD-B": 98_321_672, "llamagen_DD-L": 326_155_272}  # method.md §4
 
@@ -211,16 +226,7 @@ def test_full_size_students_match_official_keys(oracle, model):
                                              preset.tokenizer_config.codebook_embed_dim)
     with torch.device("meta"):
         m = LlamaGenStudent(cfg)
-    sd = m.state_dict()
-    params = dict(m.named_parameters())
-    assert list(sd) == list(ref["state_dict"]), "keys or their order differ"
-    assert len(sd) == ref["num_state_dict_keys"]
-    for k, spec in ref["state_dict"].items():
-        assert list(sd[k].shape) == spec["shape"], f"{k}: {tuple(sd[k].shape)} vs {spec['shape']}"
-        assert str(sd[k].dtype).removeprefix("torch.") == spec["dtype"], k
-        assert (k in params) == (spec["kind"] == "parameter"), f"{k}: parameter vs buffer"
-    assert count_parameters(m) == ref["num_parameters"] == OFFICIAL_COUNTS[model]
-    assert sum(v.numel() for v in sd.values()) == ref["state_dict_numel"]
+    _check_key_listing(m, ref, OFFICIAL_COUNTS[model])
 
 
 def test_every_llamagen_dd_key_listing_is_covered(oracle):
@@ -534,16 +540,7 @@ def test_full_size_var_students_match_official_keys(oracle: Path, model: str) ->
         pytest.fail(f"{path} unreadable: {e}")
     with torch.device("meta"):
         m = VARStudent(VARStudentConfig(VAR_PRESETS[VAR_FULL_SIZE[model]].model_config))
-    sd = m.state_dict()
-    params = dict(m.named_parameters())
-    assert list(sd) == list(ref["state_dict"]), "keys or their order differ"
-    assert len(sd) == ref["num_state_dict_keys"]
-    for k, spec in ref["state_dict"].items():
-        assert list(sd[k].shape) == spec["shape"], f"{k}: {tuple(sd[k].shape)} vs {spec['shape']}"
-        assert str(sd[k].dtype).removeprefix("torch.") == spec["dtype"], k
-        assert (k in params) == (spec["kind"] == "parameter"), f"{k}: parameter vs buffer"
-    assert count_parameters(m) == ref["num_parameters"] == VAR_OFFICIAL_COUNTS[model]
-    assert sum(v.numel() for v in sd.values()) == ref["state_dict_numel"]
+    _check_key_listing(m, ref, VAR_OFFICIAL_COUNTS[model])
 
 
 def test_every_var_dd_key_listing_is_covered(oracle: Path) -> None:
