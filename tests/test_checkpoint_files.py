@@ -32,3 +32,28 @@ def test_wrappers_and_module_prefix(tmp_path):
         torch.save(obj, p)
         got = read_state_dict(p)
         assert set(got) == {"w", "b"}, obj.keys()
+
+
+def test_safetensors_files_are_byte_reproducible(tmp_path):
+    """safetensors writes its metadata table in a randomised (Rust HashMap) order; our writer
+    sorts it, so the same tensors and metadata always give the same bytes (and sha256)."""
+    from safetensors import safe_open
+
+    from ardistill.utils.safetensors_io import save_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"b.weight": torch.randn(3, 5, generator=g).half(), "a": torch.arange(7),
+               "c": torch.randn(2, generator=g)}
+    meta = {f"key{i}": f"value {i}" for i in (5, 1, 7, 3, 0, 6, 2, 4)}
+    blobs = set()
+    for i in range(12):
+        p = save_safetensors(tensors, tmp_path / f"{i}.safetensors", meta)
+        blobs.add(p.read_bytes())
+        assert (p.stat().st_mode & 0o777) == 0o644
+    assert len(blobs) == 1
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata() == meta
+        assert set(f.keys()) == set(tensors)
+        for k, v in tensors.items():
+            assert torch.equal(f.get_tensor(k), v)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind

@@ -18,8 +18,8 @@ def export_students(result: DemoResult, cfg: DemoConfig, command: str,
     """Write `<preset>_dd<steps>.safetensors` (fp16, the training export's metadata kept)
     for every teacher and step count, and `<preset>_students.json`; returns the paths."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
+    from ardistill.utils.safetensors_io import save_safetensors
     from ardistill.zoo.teacher_files import sha256_file
 
     out_dir = Path(out_dir) if out_dir is not None else shipped_weights_dir()
@@ -38,8 +38,7 @@ def export_students(result: DemoResult, cfg: DemoConfig, command: str,
             # `ardistill sample` reads the split from here: ship the one the demo measured
             meta["split"] = str(int(rec["sample_split"]))
             dst = out_dir / student_file_name(preset, int(steps))
-            save_file(sd, str(dst), metadata=meta)
-            dst.chmod(0o644)  # package data (safetensors writes 0600)
+            save_safetensors(sd, dst, meta)  # mode 0644: package data
             record["files"][str(steps)] = {"name": dst.name, "bytes": dst.stat().st_size,
                                            "sha256": sha256_file(dst), "dtype": "float16",
                                            "t_list": rec["t_list"],

@@ -104,13 +104,11 @@ CONFIG_METADATA_KEY = "mnist_net_config"
 
 def save_mnist_features(model: MnistFeatureNet, path: str | Path) -> Path:
     """Write the weights as safetensors, the config in the file's metadata."""
-    from safetensors.torch import save_file
+    from ardistill.utils.safetensors_io import save_safetensors
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata={CONFIG_METADATA_KEY: model.config.to_json()})
-    return path
+    return save_safetensors(sd, path, {CONFIG_METADATA_KEY: model.config.to_json()})
 
 
 def _read_config(path: Path) -> MnistNetConfig:

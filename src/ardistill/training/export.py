@@ -14,7 +14,6 @@ student_config (JSON, informational), train (JSON: steps, recipe fields).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
@@ -54,9 +53,9 @@ def export_student(student: nn.Module, path: str | Path, teacher: Teacher, *,
                    t_list: tuple[int, ...], split: int, spec: str | None = None,
                    train_info: dict | None = None) -> Path:
     """Write `student`'s state dict (float32, CPU) with the metadata above; atomic."""
-    path = Path(path)
-    from safetensors.torch import save_file
+    from ardistill.utils.safetensors_io import save_safetensors
 
+    path = Path(path)
     sd = {k: v.detach().to("cpu").contiguous() for k, v in student.state_dict().items()}
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     cfg = getattr(student, "config", None)
@@ -69,11 +68,7 @@ def export_student(student: nn.Module, path: str | Path, teacher: Teacher, *,
         "student_config": json.dumps(cfg, default=_json_default),
         "train": json.dumps(train_info or {}, default=_json_default),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return save_safetensors(sd, path, meta, mode=None)
 
 
 def read_export_metadata(path: str | Path) -> dict:

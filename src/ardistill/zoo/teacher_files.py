@@ -45,10 +45,9 @@ def save_half(module: nn.Module, path: str | Path, metadata: dict[str, str]) -> 
 
     returns: {"name", "bytes", "sha256", "dtype", "max_abs_rounding"} of the written file.
     """
-    from safetensors.torch import save_file
+    from ardistill.utils.safetensors_io import save_safetensors
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sd, worst = {}, 0.0
     for k, v in module.state_dict().items():
         v = v.detach().cpu().contiguous()
@@ -57,8 +56,7 @@ def save_half(module: nn.Module, path: str | Path, metadata: dict[str, str]) -> 
             worst = max(worst, float((half.float() - v.float()).abs().max()) if v.numel() else 0.0)
             v = half
         sd[k] = v
-    save_file(sd, str(path), metadata=metadata)
-    path.chmod(0o644)  # package data: readable by everyone (safetensors writes 0600)
+    save_safetensors(sd, path, metadata)  # mode 0644: package data, readable by everyone
     return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
             "dtype": str(STORAGE_DTYPE).removeprefix("torch."), "max_abs_rounding": worst}
 
