@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ardistill.pairs.dist import DistContext, RankError
 from ardistill.pairs.verify import verify_pairs
+from ardistill.utils.dist import DistContext, RankError
 
 RUN_TINY = Path(__file__).resolve().parent / "run_tiny.py"
 

@@ -11,12 +11,12 @@ import torch
 
 from ardistill.pairs.captions import load_captions
 from ardistill.pairs.config import DTYPES, GenOptions, PairsSettings, default_batch_size
-from ardistill.pairs.dist import RankError, from_env
 from ardistill.pairs.files import PairsFileError
 from ardistill.pairs.run import generate_pairs
 from ardistill.pairs.verify import recompute_samples, verify_pairs
 from ardistill.teachers.base import Teacher
 from ardistill.utils.checkpoint import CheckpointError
+from ardistill.utils.dist import RankError, from_env
 
 # Errors that are the user's to fix: printed as one line, no traceback.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PairsFileError, CheckpointError,

@@ -28,7 +28,6 @@ from ardistill.pairs.config import (
     environment,
     identity_diff,
 )
-from ardistill.pairs.dist import DistContext
 from ardistill.pairs.files import (
     CONFIG,
     MANIFEST,
@@ -43,6 +42,7 @@ from ardistill.pairs.generate import PairsJob, SampleBlock
 from ardistill.pairs.manifest import build_manifest
 from ardistill.pairs.shards import shard_state, write_shard
 from ardistill.teachers.base import Teacher
+from ardistill.utils.dist import DistContext
 
 
 class SettingsMismatch(ValueError):

@@ -1,8 +1,9 @@
-"""Process group plumbing for `torchrun ... ardistill gen-pairs` (control messages only).
+"""Process-group plumbing shared by `torchrun ... ardistill gen-pairs` and `... ardistill train`.
 
-Ranks exchange only small Python objects (the plan, errors) and wait at barriers, so the group
-always uses gloo, also when the teacher runs on CUDA: no NCCL is needed. Rank, world size and
-local rank come from torchrun's RANK / WORLD_SIZE / LOCAL_RANK; a plain process is rank 0 of 1.
+Rank, world size and local rank come from torchrun's RANK / WORLD_SIZE / LOCAL_RANK; a plain
+process is rank 0 of 1 and every collective below is then a no-op. Pair generation exchanges
+only small Python objects (the plan, errors) and barriers, so it always uses gloo, also when
+the teacher runs on CUDA; training averages gradients and losses, with nccl on CUDA.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.distributed as tdist
 
-# Ranks wait at the final barrier for the slowest one: generation can take days.
+# Pair generation: ranks wait at the final barrier for the slowest one, which can take days.
 DEFAULT_TIMEOUT = datetime.timedelta(days=7)
 
 
@@ -61,6 +63,14 @@ class DistContext:
                 raise RankError(f"rank 0 failed: {error}")
         return result
 
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of a tensor over ranks (identity on one process)."""
+        if self.world_size == 1:
+            return x
+        y = x.detach().clone()
+        tdist.all_reduce(y, op=tdist.ReduceOp.SUM)
+        return y / self.world_size
+
     def gather_to_main(self, obj: Any) -> list[Any] | None:
         """Every rank's `obj` on rank 0 (None elsewhere)."""
         if self.world_size == 1:
@@ -75,9 +85,9 @@ class DistContext:
             self.initialized_here = False
 
 
-def from_env(timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> DistContext:
-    """The context torchrun describes in the environment; initialises a gloo group when there
-    is more than one process (and none exists yet)."""
+def from_env(timeout: datetime.timedelta = DEFAULT_TIMEOUT, backend: str = "gloo") -> DistContext:
+    """The context torchrun describes in the environment; initialises a process group of
+    `backend` when there is more than one process (and none exists yet)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -85,6 +95,6 @@ def from_env(timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> DistContext:
         raise ValueError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world}")
     ctx = DistContext(rank, world, local)
     if world > 1 and not tdist.is_initialized():
-        tdist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+        tdist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
         ctx.initialized_here = True
     return ctx
