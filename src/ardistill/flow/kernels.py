@@ -62,13 +62,14 @@ def collapse_margin(y: Tensor, Cs: Tensor, lps: Tensor, rho: Tensor) -> tuple[Te
     other entries never regain weight above exp(-T): the token is k (the analytic final step).
     Entries with p_j = 0, or with c_j == c_k (indistinguishable by the flow), are ignored.
     """
-    E = pruned_logits(y, Cs, lps, rho)
+    res = y.unsqueeze(1) - rho.view(-1, 1, 1) * Cs  # (R, M, d), shared by E and the slopes
+    E = lps - 0.5 * res.pow(2).sum(-1)  # = pruned_logits(y, Cs, lps, rho), bit for bit
     k = E.argmax(-1)
     ck = Cs.gather(1, k.view(-1, 1, 1).expand(-1, 1, Cs.shape[-1]))  # (R, 1, d)
     gap = E.gather(1, k.view(-1, 1)) - E
     diff = ck - Cs
     dist2 = diff.pow(2).sum(-1)
-    slope = ((y.unsqueeze(1) - rho.view(-1, 1, 1) * Cs) * diff).sum(-1)
+    slope = (res * diff).sum(-1)
     dip = torch.where(slope < 0, slope * slope / (2 * dist2.clamp_min(1e-300)), 0.0)
     gmin = (gap - dip).masked_fill((dist2 == 0) | torch.isinf(lps), float("inf"))
     return k, gmin.min(-1).values

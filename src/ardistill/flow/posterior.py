@@ -94,7 +94,15 @@ def _check_values(name: str, x: Tensor) -> None:
 
 
 def _check_probs_rows(p: Tensor, r0: int, tol: float) -> None:
-    """p: (n, V) rows r0.. of the flattened probs."""
+    """p: (n, V) rows r0.. of the flattened probs.
+
+    Fast path (two passes: a global min and the row sums): entries >= 0 and finite row sums
+    imply finite entries (a NaN or +inf entry makes its row sum NaN or inf, -inf fails the
+    min). Only a failing chunk is re-scanned to name the problem."""
+    acc = torch.float64 if p.dtype == torch.float64 else torch.float32
+    sums = p.sum(-1, dtype=acc)  # float32 sum: error ~1e-7 at V = 16384, far inside tol
+    if p.numel() and bool(p.amin() >= 0) and bool(((sums - 1).abs() <= tol).all()):
+        return
     _check_values("probs", p)
     neg = p < 0
     if bool(neg.any()):
@@ -105,16 +113,19 @@ def _check_probs_rows(p: Tensor, r0: int, tol: float) -> None:
         )
     sums = p.sum(-1, dtype=torch.float64)
     err = (sums - 1).abs()
-    if bool((err > tol).any()):
-        i = int(err.argmax())
-        raise ValueError(
-            f"probs rows must sum to 1 (tolerance {tol:.2g} for {p.dtype}, V = {p.shape[-1]}); "
-            f"row {r0 + i} of the flattened rows sums to {sums[i].item():.8g}"
-        )
+    if not bool((err > tol).any()):
+        return  # within tolerance in float64 (the float32 sum was just outside)
+    i = int(err.argmax())
+    raise ValueError(
+        f"probs rows must sum to 1 (tolerance {tol:.2g} for {p.dtype}, V = {p.shape[-1]}); "
+        f"row {r0 + i} of the flattened rows sums to {sums[i].item():.8g}"
+    )
+
 
 def log_probs(probs: Tensor) -> Tensor:
-    """(..., V) probabilities -> log probabilities; zero entries give -inf (never contribute)."""
-    return torch.where(probs > 0, probs.log(), torch.full_like(probs, -math.inf))
+    """(..., V) probabilities (>= 0) -> log probabilities; zero entries give -inf (never
+    contribute). One pass: IEEE log(0) is -inf (3x faster than masking, docs/flow.md)."""
+    return probs.log()
 
 
 def _rho_y(x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:

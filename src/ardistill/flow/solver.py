@@ -21,6 +21,8 @@ Results are reproducible for a fixed device, dtype and thread count.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -127,7 +129,7 @@ class _Chunk:
         """Restrict `rows` to the entries idx (n, M)."""
         self.idx[rows] = idx
         self.Cs[rows] = self.fm.C64[idx]
-        self.lps[rows] = log_probs(self.probs[rows].gather(1, idx).double())
+        self.lps[rows] = log_probs(self.probs[rows.unsqueeze(1), idx].double())
         self.pruned[rows] = True
         self.gap[rows] = float("inf")  # unknown: check the certificate at the next decision
         self.rho_prune[rows] = self.rho(self.n) * self.fm.tv.scale
@@ -141,8 +143,10 @@ class _Chunk:
     def prune_at_start(self) -> None:
         """Rows whose prior already holds all but prune_mass in M entries (one-hot, small top-k,
         very peaked rows) are restricted to those entries before any full evaluation."""
-        few = (self.probs > self.fm.prune_threshold).sum(-1, dtype=torch.int32) <= self.fm.M
-        rows = few.nonzero().squeeze(1)
+        # Only rows whose largest entry is >= 0.5 / M can qualify (see `_evaluate_full`).
+        rows = (self.probs.amax(-1) >= 0.5 / self.fm.M).nonzero().squeeze(1)
+        if rows.numel():
+            rows = rows[_count_above(self.probs[rows], self.fm.prune_threshold) <= self.fm.M]
         if rows.numel():
             self._prune(rows, self.logp[rows].topk(self.fm.M, dim=-1).indices)
 
@@ -177,8 +181,7 @@ class _Chunk:
             # largest weight is > (1 - prune_mass) / M: a cheap exact filter before the count.
             peaked = check[ids[:n]] & (w[:n].amax(-1) >= 0.5 / fm.M)
             if bool(peaked.any()):
-                # int32 sum: much faster than the default int64 one on CPU (measured)
-                cnt = (w[:n] > fm.prune_threshold).sum(-1, dtype=torch.int32)
+                cnt = _count_above(w[:n], fm.prune_threshold)
                 ok = ((cnt <= fm.M) & peaked).nonzero().squeeze(1)
                 if ok.numel():
                     r = rows[ids[:n]][ok]
@@ -260,6 +263,39 @@ class _Chunk:
             active = self.decide(active)
 
 
+def _count_above(w: Tensor, thr: float) -> Tensor:
+    """Entries of each row of w (R, V) that are > thr, as float (exact below 2^24 entries).
+
+    sign(relu(w - thr)): 2x faster on CPU than (w > thr).sum(dtype=int32), which casts the
+    bool mask (docs/flow.md, Speed). Exact: thr is a normal float, so w - thr > 0 iff
+    w > thr, also with subnormals flushed to zero (`flush_denormals`)."""
+    return (w - thr).clamp_(min=0).sign_().sum(-1)
+
+
+def _flush_denormal_is_on() -> bool:
+    # torch has no getter: with flush-to-zero / denormals-are-zero on, a subnormal product is 0
+    return torch.tensor([1e-40], dtype=torch.float32).mul(1.0).item() == 0.0
+
+
+@contextmanager
+def flush_denormals(enabled: bool = True) -> Iterator[None]:
+    """Flush subnormal floats to zero on the CPU while the solver runs (restored after).
+
+    Posterior weights of far entries land in the subnormal range (< 1.2e-38), where x86 float
+    arithmetic takes a slow path: the full-codebook softmax ran 2.5x slower on such rows
+    (docs/flow.md, Speed). Weights that small change no float32 sum of the denoiser or any
+    pruning decision (the threshold prune_mass / V is a normal float). The setting is per
+    thread (the caller's; intra-op worker threads keep theirs), so results stay reproducible
+    for a fixed thread count."""
+    if not enabled or _flush_denormal_is_on() or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def auto_block_rows(V: int, max_rows: int) -> int:
     """Rows per kernel call for a V-entry codebook: about 2^16 posterior entries per block,
     32 to 256 rows, a power of two dividing max_rows (a multiple of 32)."""
@@ -302,10 +338,12 @@ class FlowMap:
         V, d = self.codebook.shape
         x, p = noise.reshape(-1, d), probs.reshape(-1, V)
         parts = []
-        for r0 in range(0, x.shape[0], self.cfg.max_rows):
-            ch = _Chunk(self, x[r0 : r0 + self.cfg.max_rows], p[r0 : r0 + self.cfg.max_rows])
-            ch.run()
-            parts.append((ch.tokens, ch.full_evals, ch.pruned_evals, ch.rho_end, ch.rho_prune))
+        with flush_denormals(noise.device.type == "cpu"):
+            for r0 in range(0, x.shape[0], self.cfg.max_rows):
+                ch = _Chunk(self, x[r0 : r0 + self.cfg.max_rows], p[r0 : r0 + self.cfg.max_rows])
+                ch.run()
+                parts.append((ch.tokens, ch.full_evals, ch.pruned_evals, ch.rho_end,
+                              ch.rho_prune))
         dtypes = (torch.long, torch.int32, torch.int32, torch.float64, torch.float64)
         fields = [
             torch.cat([q[i] for q in parts]).reshape(lead)
