@@ -91,3 +91,48 @@ def test_bench_sample_runs_on_the_embedded_shapes(tmp_path, capsys):
     rows = json.loads((tmp_path / "b.json").read_text())
     assert {r["batch"] for r in rows} == {1, 2}
     assert all(r["total_s_per_image"] > 0 for r in rows)
+
+
+def _caption_file(path, rows=3):
+    g = np.random.default_rng(0)
+    mask = np.zeros((rows, 6), dtype=bool)
+    for r in range(rows):
+        mask[r, 6 - (r + 2):] = True  # left-padded
+    cap = (3 * g.standard_normal((rows, 6, 12)) * mask[..., None]).astype(np.float32)
+    np.savez(path, caption=cap, caption_mask=mask)
+    return str(path)
+
+
+def test_sample_cli_text_conditional(tmp_path, tiny, student_file, capsys):
+    """A text-conditional teacher samples with --captions (rows i mod R, recorded as labels):
+    DD from the student, the teacher itself, and onestep* with caption-conditioned marginals."""
+    caps = _caption_file(tmp_path / "caps.npz")
+
+    def run(out, *argv):
+        args = build_parser().parse_args(["sample", "--teacher", "tiny-t2i", "--out",
+                                          str(tmp_path / out), "--num", "5", "--batch-size",
+                                          "2", "--no-pngs", *argv])
+        return sample_command(args, load=lambda spec, tok, dev, dt: tiny(spec))
+
+    sf = str(student_file("tiny-t2i"))
+    assert run("dd", "--captions", caps, "--student", sf, "--t-list", "0", "--split", "3") == 0
+    assert run("teacher", "--captions", caps, "--method", "teacher",
+               "--teacher-choice", "greedy") == 0
+    assert run("onestep", "--captions", caps, "--method", "onestep",
+               "--marginal-samples", "4") == 0
+    for out in ("dd", "teacher", "onestep"):
+        with np.load(tmp_path / out / "samples.npz") as f:
+            assert f["arr_0"].shape == (5, 8, 8, 3) and f["arr_1"].tolist() == [0, 1, 2, 0, 1]
+        meta = json.loads((tmp_path / out / "sample.json").read_text())
+        assert meta["settings"]["condition"]["kind"] == "caption"
+        assert meta["settings"]["condition"]["rows"] == 3
+    # greedy teacher tokens follow the caption: rows 0 and 3 share one, rows 0 and 1 do not
+    with np.load(tmp_path / "teacher" / "tokens.npz") as f:
+        t = f["tokens"]
+    assert np.array_equal(t[0], t[3]) and not np.array_equal(t[0], t[1])
+    with pytest.raises(CLIError, match="text-conditional"):
+        run("x", "--method", "teacher")
+    with pytest.raises(CLIError, match="class-conditional"):
+        _sample(tiny, tmp_path / "y", "--method", "teacher", "--captions", caps)
+    with pytest.raises(CLIError, match="caption file not found"):
+        run("z", "--method", "teacher", "--captions", str(tmp_path / "missing.npz"))

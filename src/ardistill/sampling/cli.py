@@ -64,6 +64,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default="balanced",
                    help="balanced (i mod C), random (the pairs dataset's labels) or a list 1,7")
+    p.add_argument("--captions", default=None, metavar="FILE",
+                   help="text-conditional teachers: caption features (.npz / .safetensors with "
+                   "caption (R, T, D) and caption_mask (R, T), left-padded; sample i uses row "
+                   "i mod R, as gen-pairs does; the labels written are the rows)")
     p.add_argument("--flow-steps", type=int, default=None, help="flow solver main-grid steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
@@ -91,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
         teacher_involved=ti, teacher_choice=args.teacher_choice,
         official_prefix_quirk=args.official_prefix_quirk, skip=args.skip,
         marginals=args.marginals, marginal_samples=args.marginal_samples, num=args.num,
-        batch_size=args.batch_size, seed=args.seed, classes=classes,
+        batch_size=args.batch_size, seed=args.seed, classes=classes, captions=args.captions,
         flow_steps=args.flow_steps, device=args.device, dtype=args.dtype,
         compile=args.compile, out=args.out, pngs=not args.no_pngs)
 

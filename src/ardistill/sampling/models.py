@@ -98,8 +98,19 @@ def dd_defaults(teacher: Teacher) -> DDDefaults | None:
 def prepare(teacher: Teacher, cfg: SampleConfig, dd: DDDefaults | None = None,
             hints: dict | None = None) -> Prepared:
     """Resolved t_list and split (from cfg, else the student file's hints, else the preset's
-    DDDefaults) and, for onestep*, the marginals."""
+    DDDefaults), the caption features of a text-conditional teacher and, for onestep*, the
+    marginals."""
     prep = Prepared()
+    if teacher.num_classes == 0:
+        if cfg.captions is None:
+            raise ValueError(f"{teacher.name} is text-conditional: give caption features "
+                             "(`--captions FILE`, docs/pairs.md)")
+        from ardistill.pairs.captions import load_captions
+
+        prep.captions = load_captions(cfg.captions)
+    elif cfg.captions is not None:
+        raise ValueError(f"{teacher.name} is class-conditional: --captions applies to "
+                         "text-conditional teachers only")
     if cfg.method in STUDENT_METHODS:
         dd = dd or dd_defaults(teacher)
         if hints:
@@ -113,13 +124,14 @@ def prepare(teacher: Teacher, cfg: SampleConfig, dd: DDDefaults | None = None,
         dd = dd or DDDefaults(t2=1, split=int(cfg.split))
         prep.t_list, prep.split = resolve_t_list(cfg, dd), resolve_split(cfg, dd)
     if cfg.method == "onestep":
-        prep.marginals = estimate_marginals(teacher, cfg)
+        prep.marginals = estimate_marginals(teacher, cfg, prep.captions)
     return prep
 
 
-def estimate_marginals(teacher: Teacher, cfg: SampleConfig) -> torch.Tensor:
+def estimate_marginals(teacher: Teacher, cfg: SampleConfig, captions=None) -> torch.Tensor:
     """onestep* marginals (N, V): from the pairs dataset `cfg.marginals` (its teacher must be
-    this one) or from `cfg.marginal_samples` fresh multinomial teacher samples."""
+    this one) or from `cfg.marginal_samples` fresh multinomial teacher samples (balanced
+    classes, or the caption rows i mod R of `captions` for a text-conditional teacher)."""
     if cfg.marginals is not None:
         from ardistill.pairs.dataset import PairsDataset
 
@@ -132,7 +144,14 @@ def estimate_marginals(teacher: Teacher, cfg: SampleConfig) -> torch.Tensor:
     chunks = []
     for first in range(0, cfg.marginal_samples, cfg.batch_size):
         index = np.arange(first, min(cfg.marginal_samples, first + cfg.batch_size))
-        labels = sample_labels(cfg.seed, index, "balanced", list(range(teacher.num_classes)))
+        if captions is not None:
+            from ardistill.pairs.seeds import caption_rows
+
+            cond = captions.condition(caption_rows(index, captions.rows)).to(device)
+        else:
+            labels = sample_labels(cfg.seed, index, "balanced",
+                                   list(range(teacher.num_classes)))
+            cond = Condition(labels=labels.to(device))
         choose = RowMultinomialChooser(choice_seeds(cfg.seed, index, b"marginals").tolist())
-        chunks.append(sample_teacher(teacher, Condition(labels=labels.to(device)), choose).cpu())
+        chunks.append(sample_teacher(teacher, cond, choose).cpu())
     return token_marginals(torch.cat(chunks), teacher.vocab_size)

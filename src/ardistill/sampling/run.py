@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ardistill.pairs.captions import Captions
+from ardistill.pairs.seeds import caption_rows
 from ardistill.sampling.baselines import sample_onestep, sample_skip
 from ardistill.sampling.methods import (
     CHOICES,
@@ -44,7 +46,9 @@ class SampleConfig:
     "pre-trained-n-m". teacher_choice: multinomial | flow | greedy, used by the teacher,
     teacher-involved, skip and onestep methods. skip: k of skip-k. marginals: a pairs dataset
     folder whose tokens estimate onestep*'s marginals (None: `marginal_samples` fresh teacher
-    samples). classes: "balanced", "random" or a tuple of class ids (cycled, balanced)."""
+    samples). classes: "balanced", "random" or a tuple of class ids (cycled, balanced).
+    captions: caption feature file of a text-conditional teacher (`pairs.captions`; sample i
+    uses row i mod R, as in `gen-pairs`); required for those teachers, refused for others."""
 
     teacher: str
     method: str = "dd"
@@ -63,6 +67,7 @@ class SampleConfig:
     batch_size: int = 16
     seed: int = 0
     classes: str | tuple[int, ...] = "balanced"
+    captions: str | None = None
     flow_steps: int | None = None
     device: str = "cpu"
     dtype: str = "fp32"
@@ -145,14 +150,19 @@ def method_label(cfg: SampleConfig, t_list: tuple[int, ...]) -> tuple[str, int]:
     return "onestep*", 1
 
 
-def batch_inputs(teacher: Teacher, cfg: SampleConfig, index: np.ndarray
-                 ) -> tuple[Tensor, Condition, np.ndarray]:
-    """(noise (B, N, d) on the teacher's device, Condition, (B,) choice seeds) of samples."""
-    if teacher.num_classes == 0:
-        raise ValueError(f"{teacher.name} is text-conditional: `sample` handles class-"
-                         "conditional teachers only")
+def batch_inputs(teacher: Teacher, cfg: SampleConfig, index: np.ndarray,
+                 captions: Captions | None = None) -> tuple[Tensor, Condition, np.ndarray]:
+    """(noise (B, N, d) on the teacher's device, Condition, (B,) choice seeds) of samples.
+    captions: the caption features of a text-conditional teacher (`Prepared.captions`)."""
     lay = teacher.layout
     noise = sample_noise(cfg.seed, index, lay.num_positions, teacher.codebook_dim)
+    device = teacher.dd_codebook().device
+    if teacher.num_classes == 0:
+        if captions is None:
+            raise ValueError(f"{teacher.name} is text-conditional: give caption features "
+                             "(`--captions FILE`, docs/pairs.md)")
+        cond = captions.condition(caption_rows(index, captions.rows)).to(device)
+        return noise.to(device), cond, choice_seeds(cfg.seed, index)
     if isinstance(cfg.classes, str):
         labels = sample_labels(cfg.seed, index, cfg.classes, list(range(teacher.num_classes)))
     else:
@@ -160,25 +170,29 @@ def batch_inputs(teacher: Teacher, cfg: SampleConfig, index: np.ndarray
         if bad:
             raise ValueError(f"classes {bad} outside [0, {teacher.num_classes})")
         labels = sample_labels(cfg.seed, index, "balanced", [int(c) for c in cfg.classes])
-    device = teacher.dd_codebook().device
     return noise.to(device), Condition(labels=labels.to(device)), choice_seeds(cfg.seed, index)
 
 
 @dataclass
 class Prepared:
-    """What a run needs besides the models: resolved DD settings and onestep* marginals."""
+    """What a run needs besides the models: resolved DD settings, onestep* marginals and the
+    caption features of a text-conditional teacher."""
 
     t_list: tuple[int, ...] = (0,)
     split: int = 0
     marginals: Tensor | None = None  # (N, V) float32, onestep* only
+    captions: Captions | None = None
 
 
 @torch.no_grad()
 def generate_batch(teacher: Teacher, student: Student | None, cfg: SampleConfig,
                    prep: Prepared, index: np.ndarray) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Samples `index` -> (tokens (B, N) int64, DD latents (B, N, d) or None, labels (B,))."""
-    noise, cond, seeds = batch_inputs(teacher, cfg, index)
+    """Samples `index` -> (tokens (B, N) int64, DD latents (B, N, d) or None, labels (B,):
+    the class labels, or the caption rows of a text-conditional teacher)."""
+    noise, cond, seeds = batch_inputs(teacher, cfg, index, prep.captions)
     tokens, latents = _run_method(teacher, student, cfg, prep, noise, cond, seeds)
+    if cond.labels is None:
+        return tokens, latents, torch.from_numpy(caption_rows(index, prep.captions.rows))
     return tokens, latents, cond.labels
 
 
@@ -244,6 +258,8 @@ def sample_with(teacher: Teacher, student: Student | None, cfg: SampleConfig,
     settings = {k: v for k, v in asdict(cfg).items()}
     settings.update(t_list=list(prep.t_list), split=prep.split,
                     parameters=network_parameters(teacher, student, cfg.method))
+    if prep.captions is not None:
+        settings["condition"] = prep.captions.identity()  # labels = caption rows
     return SampleResult(cfg.method, label, steps, torch.cat(toks), torch.cat(labels),
                         torch.arange(cfg.num), torch.cat(imgs), t_gen, t_dec, settings)
 
@@ -273,7 +289,8 @@ def _teacher_steps(teacher: Teacher, cfg: SampleConfig) -> int:
 
 def write_outputs(result: SampleResult, out: str | Path, pngs: bool = True) -> dict:
     """Files of a run in `out`: images/NNNNNN.png, grid.png, samples.npz (ADM layout: arr_0
-    uint8 (M, H, W, 3), arr_1 labels), tokens.npz (tokens, labels, index), sample.json."""
+    uint8 (M, H, W, 3), arr_1 labels), tokens.npz (tokens, labels, index), sample.json.
+    Labels are the caption rows for a text-conditional teacher."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"npz": str(save_npz(out / "samples.npz", result.images, result.labels)),
