@@ -47,6 +47,7 @@ from ardistill.teachers.var.presets import PRESETS as VAR_PRESETS
 from ardistill.teachers.var.teacher import VARTeacher
 from ardistill.teachers.var.weights import load_var, load_vqvae
 from ardistill.utils.checkpoint import count_parameters, read_state_dict
+from oracle_checks import assert_close, assert_exact
 
 ATOL_LOGITS = 2e-4  # README §8: raw logits
 ATOL_CONTI = 1e-4  # DD continuous outputs, sequences
@@ -82,20 +83,7 @@ def student(pack) -> LlamaGenStudent:
     return load_student_state(cfg, sd, what="oracle DD student")
 
 
-def _close(got: torch.Tensor, ref: torch.Tensor, atol: float, what: str) -> None:
-    """Max abs diff <= atol; -inf entries (one-hot logits) must coincide exactly."""
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    inf_g, inf_r = torch.isinf(got), torch.isinf(ref)
-    assert torch.equal(inf_g, inf_r), f"{what}: infinite entries differ"
-    assert torch.equal(got[inf_g], ref[inf_r]), f"{what}: infinities of another sign"
-    err = (got[~inf_g].float() - ref[~inf_r].float()).abs().max().item() if got.numel() else 0.0
-    assert err <= atol, f"{what}: max abs diff {err:.3g} > {atol:.3g}"
-
-
-def _exact(got: torch.Tensor, ref: torch.Tensor, what: str) -> None:
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    bad = (got.long() != ref.long()).sum().item()
-    assert bad == 0, f"{what}: {bad} of {ref.numel()} entries differ"
+_close, _exact = assert_close, assert_exact
 
 
 def _image(teacher: LlamaGenTeacher, x: torch.Tensor) -> torch.Tensor:
@@ -293,21 +281,11 @@ def ctx(oracle: Path) -> Ctx:
 
 
 def _var_close(got: Tensor, ref: Tensor, atol: float, what: str) -> None:
-    """Max abs diff <= atol; -inf entries (one-hot logits) must coincide exactly."""
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    assert got.dtype == ref.dtype, f"{what}: dtype {got.dtype} vs {ref.dtype}"
-    inf_g, inf_r = torch.isinf(got), torch.isinf(ref)
-    assert torch.equal(inf_g, inf_r), f"{what}: infinite entries differ"
-    assert torch.equal(got[inf_g], ref[inf_r]), f"{what}: infinities of another sign"
-    err = (got[~inf_g] - ref[~inf_r]).abs().max().item() if (~inf_g).any() else 0.0
-    assert err <= atol, f"{what}: max abs diff {err:.3g} > {atol:.3g}"
+    assert_close(got, ref, atol, what, same_dtype=True)
 
 
 def _var_exact(got: Tensor, ref: Tensor, what: str) -> None:
-    assert got.shape == ref.shape and got.dtype == ref.dtype, (
-        f"{what}: {tuple(got.shape)} {got.dtype} vs {tuple(ref.shape)} {ref.dtype}")
-    bad = (got != ref).sum().item()
-    assert bad == 0, f"{what}: {bad} of {ref.numel()} entries differ"
+    assert_exact(got, ref, what, same_dtype=True)
 
 
 def _var_image(c: Ctx, x: Tensor) -> Tensor:

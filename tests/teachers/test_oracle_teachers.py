@@ -35,6 +35,7 @@ from ardistill.teachers.var.teacher import VARTeacher
 from ardistill.teachers.var.vqvae import VQVAE
 from ardistill.teachers.var.weights import load_var, load_vqvae
 from ardistill.utils.checkpoint import count_parameters, read_state_dict
+from oracle_checks import assert_close, assert_exact
 
 ATOL_LOGITS = 2e-4
 ATOL_PROBS = 1e-4
@@ -83,16 +84,7 @@ def t2i(pack, vq) -> LlamaGenTeacher:
     return _teacher(pack, vq, "t2i")
 
 
-def _close(got: torch.Tensor, ref: torch.Tensor, atol: float, what: str) -> None:
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    err = (got.float() - ref.float()).abs().max().item()
-    assert err <= atol, f"{what}: max abs diff {err:.3g} > {atol:.3g}"
-
-
-def _exact(got: torch.Tensor, ref: torch.Tensor, what: str) -> None:
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    bad = (got.long() != ref.long()).sum().item()
-    assert bad == 0, f"{what}: {bad} of {ref.numel()} entries differ"
+_close, _exact = assert_close, assert_exact
 
 
 def _coverage(io: dict, checked: set[str], inputs: set[str]) -> None:
@@ -276,12 +268,11 @@ def ctx(oracle: Path) -> Ctx:
 
 
 def _vclose(got: Tensor, ref: Tensor, atol: float) -> None:
-    assert got.shape == ref.shape and got.dtype == ref.dtype
-    torch.testing.assert_close(got, ref, atol=atol, rtol=0)
+    assert_close(got, ref, atol, "VAR output", same_dtype=True)
 
 
 def _vexact(got: Tensor, ref: Tensor) -> None:
-    assert got.dtype == ref.dtype and torch.equal(got, ref), (got != ref).sum()
+    assert_exact(got, ref, "VAR output", same_dtype=True)
 
 
 # ---- one check per stored output ----
