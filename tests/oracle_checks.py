@@ -31,3 +31,23 @@ def assert_exact(got: Tensor, ref: Tensor, what: str, *, same_dtype: bool = Fals
         got, ref = got.long(), ref.long()
     bad = (got != ref).sum().item()
     assert bad == 0, f"{what}: {bad} of {ref.numel()} entries differ"
+
+
+def assert_key_listing(m: torch.nn.Module, ref: dict, official_count: int | None = None) -> None:
+    """A (meta-device) model against an official key listing (oracle README §6): keys in
+    order, shapes, dtypes, parameter vs buffer, and the parameter count (also equal to
+    `official_count` when given)."""
+    from ardistill.utils.checkpoint import count_parameters
+
+    sd = m.state_dict()
+    params = dict(m.named_parameters())
+    assert list(sd) == list(ref["state_dict"]), "keys or their order differ"
+    assert len(sd) == ref["num_state_dict_keys"]
+    for k, spec in ref["state_dict"].items():
+        assert list(sd[k].shape) == spec["shape"], f"{k}: {tuple(sd[k].shape)} vs {spec['shape']}"
+        assert str(sd[k].dtype).removeprefix("torch.") == spec["dtype"], k
+        assert (k in params) == (spec["kind"] == "parameter"), f"{k}: parameter vs buffer"
+    assert count_parameters(m) == ref["num_parameters"]
+    if official_count is not None:
+        assert ref["num_parameters"] == official_count
+    assert sum(v.numel() for v in sd.values()) == ref["state_dict_numel"]

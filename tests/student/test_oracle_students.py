@@ -46,8 +46,8 @@ from ardistill.teachers.var.config import from_official_build_args
 from ardistill.teachers.var.presets import PRESETS as VAR_PRESETS
 from ardistill.teachers.var.teacher import VARTeacher
 from ardistill.teachers.var.weights import load_var, load_vqvae
-from ardistill.utils.checkpoint import count_parameters, read_state_dict
-from oracle_checks import assert_close, assert_exact
+from ardistill.utils.checkpoint import read_state_dict
+from oracle_checks import assert_close, assert_exact, assert_key_listing
 
 ATOL_LOGITS = 2e-4  # README §8: raw logits
 ATOL_CONTI = 1e-4  # DD continuous outputs, sequences
@@ -183,19 +183,7 @@ def test_dd_student_reproduces_every_output(pack, teacher, student):
 
 # ----------------------------------------------------------------------------- full size
 
-def _check_key_listing(m: torch.nn.Module, ref: dict, official_count: int) -> None:
-    """A meta-device model against an official key listing (oracle README §6): keys in order,
-    shapes, dtypes, parameter vs buffer, and the parameter count."""
-    sd = m.state_dict()
-    params = dict(m.named_parameters())
-    assert list(sd) == list(ref["state_dict"]), "keys or their order differ"
-    assert len(sd) == ref["num_state_dict_keys"]
-    for k, spec in ref["state_dict"].items():
-        assert list(sd[k].shape) == spec["shape"], f"{k}: {tuple(sd[k].shape)} vs {spec['shape']}"
-        assert str(sd[k].dtype).removeprefix("torch.") == spec["dtype"], k
-        assert (k in params) == (spec["kind"] == "parameter"), f"{k}: parameter vs buffer"
-    assert count_parameters(m) == ref["num_parameters"] == official_count
-    assert sum(v.numel() for v in sd.values()) == ref["state_dict_numel"]
+_check_key_listing = assert_key_listing
 
 
 FULL_SIZE = {"llamagen_DD-B": "llamagen-b", "llamagen_DD-L": "llamagen-l"}

@@ -34,8 +34,8 @@ from ardistill.teachers.var.presets import PRESETS as VAR_PRESETS
 from ardistill.teachers.var.teacher import VARTeacher
 from ardistill.teachers.var.vqvae import VQVAE
 from ardistill.teachers.var.weights import load_var, load_vqvae
-from ardistill.utils.checkpoint import count_parameters, read_state_dict
-from oracle_checks import assert_close, assert_exact
+from ardistill.utils.checkpoint import read_state_dict
+from oracle_checks import assert_close, assert_exact, assert_key_listing
 
 ATOL_LOGITS = 2e-4
 ATOL_PROBS = 1e-4
@@ -207,16 +207,7 @@ def test_full_size_presets_match_official_keys(oracle, model):
         pytest.fail(f"{path} unreadable: {e}")
     with torch.device("meta"):
         m = FULL_SIZE[model]()
-    sd = m.state_dict()
-    params = dict(m.named_parameters())
-    assert list(sd) == list(ref["state_dict"]), "keys or their order differ"
-    assert len(sd) == ref["num_state_dict_keys"]
-    for k, spec in ref["state_dict"].items():
-        assert list(sd[k].shape) == spec["shape"], f"{k}: {tuple(sd[k].shape)} vs {spec['shape']}"
-        assert str(sd[k].dtype).removeprefix("torch.") == spec["dtype"], k
-        assert (k in params) == (spec["kind"] == "parameter"), f"{k}: parameter vs buffer"
-    assert count_parameters(m) == ref["num_parameters"]
-    assert sum(v.numel() for v in sd.values()) == ref["state_dict_numel"]
+    assert_key_listing(m, ref)
 
 
 def test_every_llamagen_key_listing_is_covered(oracle):
