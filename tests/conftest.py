@@ -41,12 +41,6 @@ def python_exe() -> str:
     return sys.executable
 
 
-@pytest.fixture(autouse=True)
-def _deterministic_threads():
-    # Tests compare floats against references; keep thread count stable within a test.
-    yield
-
-
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
