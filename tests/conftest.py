@@ -30,8 +30,8 @@ def oracle() -> Path:
 def cli_env() -> dict[str, str]:
     """Environment for running `python -m ardistill` / torchrun in a subprocess on this tree."""
     env = dict(os.environ)
-    src = str(REPO / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    paths = os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])  # tests: tiny_teachers
+    env["PYTHONPATH"] = paths + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

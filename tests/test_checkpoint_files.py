@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ardistill.utils.checkpoint import CheckpointError, read_file, read_state_dict
+from ardistill.errors import CheckpointError
+from ardistill.utils.checkpoint import read_file, read_state_dict
 
 
 def test_corrupt_legacy_file_is_a_checkpoint_error(tmp_path):

@@ -1,4 +1,5 @@
-"""Posterior weights, denoiser and velocity against the textbook formulas (method.md §2)."""
+"""Posterior weights, denoiser, velocity and score against the textbook formulas
+(method.md §2, §10)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ardistill.flow import denoiser, posterior_log_weights, velocity
+from ardistill.flow import denoiser, posterior_log_weights, score, velocity
 
 
 def _problem(seed: int = 0, V: int = 37, d: int = 5, n: int = 11):
@@ -72,3 +73,22 @@ def test_bad_t(t):
     x, p, C = _problem()
     with pytest.raises(ValueError, match="t must lie in"):
         posterior_log_weights(x, t, p, C)
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_score_is_the_gradient_of_the_log_mixture_density(zeros):
+    """score(x, t) = grad_x log p_t(x), p_t(x) = sum_j p_j N(x; (1 - t) c_j, t^2 I), float64."""
+    g = torch.Generator().manual_seed(5)
+    V, d, B = 12, 3, 7
+    C = torch.randn(V, d, generator=g, dtype=torch.float64)
+    p = torch.rand(B, V, generator=g, dtype=torch.float64)
+    if zeros:  # top-k style zeros
+        p[:, ::3] = 0.0
+    p = p / p.sum(-1, keepdim=True)
+    x = torch.randn(B, d, generator=g, dtype=torch.float64).requires_grad_(True)
+    t = torch.rand(B, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    mean = (1 - t)[:, None, None] * C[None]  # (B, V, d)
+    log_n = -((x[:, None] - mean) ** 2).sum(-1) / (2 * t[:, None] ** 2) - d * torch.log(t)[:, None]
+    log_pt = torch.logsumexp(torch.log(p) + log_n, dim=-1)
+    (grad,) = torch.autograd.grad(log_pt.sum(), x)
+    torch.testing.assert_close(score(x.detach(), t, p, C), grad, rtol=1e-9, atol=1e-9)

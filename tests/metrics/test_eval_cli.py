@@ -10,15 +10,15 @@ import torch
 
 from ardistill.cli import main
 from ardistill.data.mnist import mnist_images
-from ardistill.metrics import extract, gaussian_stats
-from ardistill.sampling.evaluate import (
+from ardistill.evaluation.images import (
     ImageReference,
     evaluate_images,
     load_reference,
     prepare_reference,
 )
+from ardistill.metrics import extract, gaussian_stats
+from ardistill.metrics.networks import load_feature_extractor
 from ardistill.utils.images import save_npz, save_pngs, to_uint8
-from ardistill.zoo.features import load_feature_extractor
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ardistill.errors import CheckpointError
 from ardistill.metrics.inception import (
     InceptionV3FID,
     load_inception,
     tf1_resize,
     tf1_resize_matrix,
 )
-from ardistill.utils.checkpoint import CheckpointError, count_parameters
+from ardistill.utils.checkpoint import count_parameters
 
 OFFICIAL_SHAPES = {
     "Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3),

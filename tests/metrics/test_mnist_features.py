@@ -10,26 +10,25 @@ import torch
 
 from ardistill.cli import main
 from ardistill.data.mnist import mnist_images
+from ardistill.errors import CheckpointError
 from ardistill.metrics.mnist_net import MnistFeatureNet, load_mnist_features, save_mnist_features
-from ardistill.utils.checkpoint import CheckpointError, fingerprint
-from ardistill.zoo.features import (
-    FeatureNetRecipe,
-    accuracy,
+from ardistill.metrics.networks import (
     load_feature_extractor,
-    shipped_feature_net_path,
-    shipped_feature_net_record,
-    train_feature_net,
+    mnist_features_path,
+    mnist_features_record,
 )
+from ardistill.utils.checkpoint import fingerprint
+from ardistill.zoo.features import FeatureNetRecipe, accuracy, train_feature_net
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_mnist_features(shipped_feature_net_path()), shipped_feature_net_record()
+    return load_mnist_features(mnist_features_path()), mnist_features_record()
 
 
 def test_shipped_file_is_small_and_documented(shipped):
     _, record = shipped
-    assert shipped_feature_net_path().stat().st_size < 500_000
+    assert mnist_features_path().stat().st_size < 500_000
     assert record["command"].startswith("ardistill zoo train-features")
     assert record["recipe"]["seed"] == 0
     assert record["data"]["train"] == 4500 and record["data"]["heldout"] == 500

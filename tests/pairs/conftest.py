@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from tiny_teachers import load_tiny  # noqa: E402
-
-from ardistill.pairs.config import GenOptions, PairsSettings  # noqa: E402
-from ardistill.pairs.run import generate_pairs  # noqa: E402
-from ardistill.pairs.verify import verify_pairs  # noqa: E402
-
-RUN_TINY = Path(__file__).resolve().parent / "run_tiny.py"
+from ardistill.pairs.config import GenOptions, PairsSettings
+from ardistill.pairs.run import generate_pairs
+from ardistill.pairs.verify import verify_pairs
+from tiny_teachers import SPECS, load_tiny
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +29,7 @@ def dataset_cache(tmp_path_factory):
         if key not in made:
             out = tmp_path_factory.mktemp("pairs") / "ds"
             settings = PairsSettings(**kw)
-            generate_pairs(load_tiny(spec), settings, out, captions=captions,
+            generate_pairs(load_tiny(spec), settings, out, captions=captions, spec=SPECS[spec],
                            options=GenOptions(batch_size=batch_size, progress=False))
             made[key] = out
         return made[key]

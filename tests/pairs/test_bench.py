@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from ardistill.bench import pairs as bench_pairs
+from ardistill.cli import main
 
 
 def test_bench_pairs_quick(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    bench_pairs.add_args(parser)
     out = tmp_path / "r.json"
-    args = parser.parse_args(["--presets", "mnist-var,no-such", "--quick", "--json", str(out)])
-    assert bench_pairs.run(args) == 0
+    assert main(["bench", "pairs", "--presets", "mnist-var,no-such", "--quick", "--json",
+                 str(out)]) == 0
     text = capsys.readouterr().out
     assert "no-such: no such preset" in text and "pairs per CPU-second" in text
     (r,) = json.loads(out.read_text())
@@ -21,3 +19,9 @@ def test_bench_pairs_quick(tmp_path, capsys):
     assert r["flow_calls"] == 6 and r["flow_rows"] == 2 * 130  # 6 scales, 130 tokens
     assert 0 < r["flow_seconds"] < r["seconds"] and 0 < r["flow_share"] < 1
     assert r["pairs_per_s"] > 0 and 0 < r["flow_cpu_share"] <= 1.05
+
+
+def test_bench_pairs_library_call(capsys):
+    """The workflow's own entry point takes its Options (what the command builds)."""
+    assert bench_pairs.run(bench_pairs.Options(presets="mnist-var", quick=True)) == 0
+    assert "pairs per CPU-second" in capsys.readouterr().out

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from ardistill.pairs.dataset import PairsDataset, training_inputs
-from ardistill.pairs.files import PairsFileError
-from ardistill.pairs.seeds import noise_seeds, regenerate_noise
+from ardistill.core.pairs_dataset import PairsDataset, training_inputs
+from ardistill.core.seeds import noise_seeds, regenerate_noise
+from ardistill.errors import PairsFileError
 from ardistill.pairs.verify import verify_pairs
-from ardistill.student.procedure import perturb
+from ardistill.teachers.base import dd_state
 
 
 def test_files_manifest_and_standard_shards(var_ds):
@@ -79,7 +79,7 @@ def test_training_inputs_match_the_student_procedure(var_ds, tiny):
     batch = ds.get([0, 1, 2])
     t = torch.tensor([0, 2, 4])
     inp = training_inputs(batch, t, codebook, ds.layout)
-    want = perturb(ds.layout, codebook[batch.tokens], batch.noise, t)
+    want = dd_state(ds.layout, codebook[batch.tokens], batch.noise, t)
     assert torch.equal(inp.x_t, want)
     assert torch.equal(inp.targets, batch.tokens)
     begins = [ds.layout.begin(int(s)) for s in t]  # 0, 5, 30

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ardistill.pairs.captions import Captions
+from ardistill.core.captions import Captions
+from ardistill.core.choosers import NoiseChooser, build_noise_map
+from ardistill.core.pairs_dataset import PairsDataset
 from ardistill.pairs.config import GenOptions, PairsSettings
-from ardistill.pairs.dataset import PairsDataset
-from ardistill.pairs.flowmap import FlowChooser, build_noise_map
 from ardistill.pairs.generate import PairsJob, decode_lockstep, intra_op_threads
 from ardistill.pairs.run import generate_pairs
 from ardistill.pairs.verify import verify_pairs
@@ -36,7 +36,7 @@ def test_stored_tokens_are_teacher_plus_flow_map(spec, tiny, dataset_cache):
     noise_map = build_noise_map(teacher.dd_codebook(), None)
     for first in (0, 2, 4):  # every micro-batch, decoded the plain way
         batch = ds.get([first, first + 1])
-        chooser = FlowChooser(noise_map, batch.noise, teacher.layout)
+        chooser = NoiseChooser(noise_map, batch.noise, teacher.layout)
         with intra_op_threads(1):
             tokens = decode(teacher, batch.cond, teacher.default_sampling, chooser)
         assert torch.equal(tokens, batch.tokens)
@@ -52,7 +52,7 @@ def test_caption_conditions_and_tokens(tiny, dataset_cache):
     batch = ds.get([6, 1])
     assert torch.equal(batch.cond.caption, torch.from_numpy(caps.caption[[1, 1]]))
     assert torch.equal(batch.cond.caption_mask, torch.from_numpy(caps.mask[[1, 1]]))
-    chooser = FlowChooser(build_noise_map(teacher.dd_codebook(), None), batch.noise,
+    chooser = NoiseChooser(build_noise_map(teacher.dd_codebook(), None), batch.noise,
                           teacher.layout)
     tokens = decode(teacher, batch.cond, teacher.default_sampling, chooser)
     assert torch.equal(tokens, batch.tokens)
@@ -69,12 +69,12 @@ def test_lockstep_equals_separate_sessions(tiny):
     cond, _ = job.conditions(np.arange(6))
     noise = torch.randn(6, teacher.layout.num_positions, teacher.codebook_dim,
                         generator=torch.Generator().manual_seed(0))
-    chooser = FlowChooser(job.noise_map, noise, teacher.layout)
+    chooser = NoiseChooser(job.noise_map, noise, teacher.layout)
     together = decode_lockstep(teacher, cond, job.sampling, chooser, 2)
     for j in range(3):
         sl = slice(2 * j, 2 * j + 2)
         one = decode(teacher, cond[sl], job.sampling,
-                     FlowChooser(job.noise_map, noise[sl], teacher.layout))
+                     NoiseChooser(job.noise_map, noise[sl], teacher.layout))
         assert torch.equal(one, together[sl])
     with pytest.raises(ValueError, match="multiple of micro_batch"):
         decode_lockstep(teacher, cond[:5], job.sampling, chooser, 2)

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from ardistill.errors import RankError
 from ardistill.pairs.verify import verify_pairs
-from ardistill.utils.dist import DistContext, RankError
-
-RUN_TINY = Path(__file__).resolve().parent / "run_tiny.py"
+from ardistill.utils.dist import DistContext
 
 
 def torchrun(nproc: int, args: list[str], env: dict) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", str(RUN_TINY), *args]
+           f"--nproc_per_node={nproc}", "-m", "ardistill", "gen-pairs", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_two_processes_make_the_same_dataset(tmp_path, cli_env, var_digest):
     out = tmp_path / "ds"
-    args = ["--teacher", "tiny-var", "--num-samples", "10", "--seed", "3", "--shard-size", "4",
-            "--micro-batch", "2", "--batch-size", "4", "--no-progress", "--out", str(out)]
+    args = ["--teacher", "tiny_teachers:tiny_var", "--num-samples", "10", "--seed", "3",
+            "--shard-size", "4", "--micro-batch", "2", "--batch-size", "4", "--no-progress",
+            "--out", str(out)]
     res = torchrun(2, args, cli_env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("complete, manifest written") == 1  # rank 0 only
@@ -38,9 +37,8 @@ def test_setup_errors_reach_every_rank(var_ds, tmp_path, cli_env):
     dst = tmp_path / "ds"
     dst.mkdir()
     (dst / "foreign.txt").write_text("x")
-    # "--" keeps torchrun from reading --num as its --numa-binding
-    args = ["--", "--teacher", "tiny-var", "--num", "10", "--micro-batch", "2", "--shard-size", "4",
-            "--no-progress", "--out", str(dst)]
+    args = ["--teacher", "tiny_teachers:tiny_var", "--num-samples", "10", "--micro-batch", "2",
+            "--shard-size", "4", "--no-progress", "--out", str(dst)]
     res = torchrun(2, args, cli_env)
     assert res.returncode != 0
     assert "not empty" in res.stderr and "rank 0 failed" in res.stderr

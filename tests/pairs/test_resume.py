@@ -8,21 +8,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import run_tiny
 
+from ardistill.cli import main
+from ardistill.core.pairs_format import read_json
+from ardistill.errors import PairsFileError, SettingsMismatch
 from ardistill.pairs.config import GenOptions, PairsSettings, settings_from_identity
-from ardistill.pairs.files import PairsFileError, read_json
-from ardistill.pairs.run import SettingsMismatch, finalize, generate_pairs
+from ardistill.pairs.run import finalize, generate_pairs
 from ardistill.pairs.verify import verify_pairs
 from ardistill.teachers.base import SamplingConfig
 
-RUN_TINY = Path(__file__).resolve().parent / "run_tiny.py"
-
-VAR_ARGS = ["--teacher", "tiny-var", "--seed", "3", "--shard-size", "4", "--micro-batch", "2",
-            "--batch-size", "2", "--no-progress"]
+VAR_ARGS = ["gen-pairs", "--teacher", "tiny_teachers:tiny_var", "--seed", "3", "--shard-size",
+            "4", "--micro-batch", "2", "--batch-size", "2", "--no-progress"]
 
 
 def _settings(**kw) -> PairsSettings:
@@ -39,7 +37,7 @@ def _resume(tiny, root, spec="tiny-var", **kw):
 
 def test_kill_minus_nine_then_resume(tmp_path, cli_env, dataset_cache):
     out = tmp_path / "ds"
-    cmd = [sys.executable, str(RUN_TINY), *VAR_ARGS, "--num", "24", "--out", str(out)]
+    cmd = [sys.executable, "-m", "ardistill", *VAR_ARGS, "--num", "24", "--out", str(out)]
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -113,15 +111,14 @@ def test_no_manifest_while_a_shard_is_missing(var_copy):
 
 
 def test_cli_reports_the_mismatch(var_copy, capsys):
-    # the gen-pairs command in-process (run_tiny.main = the CLI with the tiny-teacher loader)
     argv = [*VAR_ARGS, "--num", "10", "--out", str(var_copy), "--top-k", "8"]
-    assert run_tiny.main(argv) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "sampling.top_k: recorded 16, now 8" in err
 
 
 def test_cli_bad_classes_is_a_user_error(tmp_path, capsys):
     argv = [*VAR_ARGS, "--num", "4", "--out", str(tmp_path / "ds"), "--classes", "1,x"]
-    assert run_tiny.main(argv) == 2
+    assert main(argv) == 2
     assert "ardistill: error: --classes '1,x'" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ardistill.pairs.generate import intra_op_threads
-from ardistill.pairs.seeds import (
+from ardistill.core.seeds import (
     caption_rows,
     class_labels,
     noise_digest,
     noise_seeds,
     regenerate_noise,
 )
+from ardistill.pairs.generate import intra_op_threads
 
 
 def test_derivation_known_values():

@@ -10,9 +10,10 @@ import pytest
 from safetensors.numpy import load_file
 
 from ardistill.cli import main
-from ardistill.pairs.files import PairsFileError, encode_safetensors, sha256_file
-from ardistill.pairs.manifest import self_checksum
+from ardistill.core.pairs_format import self_checksum
+from ardistill.errors import PairsFileError
 from ardistill.pairs.verify import recompute_samples, verify_pairs
+from ardistill.utils.files import encode_safetensors, sha256_file
 
 SHARD = "shard-000001.safetensors"
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pairs"))
-
-from tiny_teachers import load_tiny  # noqa: E402
-
-from ardistill.student.registry import build_student  # noqa: E402
+from ardistill.student.registry import build_student
+from tiny_teachers import load_tiny
 
 
 @functools.cache

@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from ardistill.core.choosers import RowMultinomialChooser, make_chooser
+from ardistill.core.seeds import choice_seeds, sample_labels, sample_noise
 from ardistill.sampling.baselines import sample_onestep, sample_skip, token_marginals
-from ardistill.sampling.methods import (
-    RowMultinomialChooser,
-    make_chooser,
-    sample_dd,
-    sample_teacher,
-    sample_teacher_involved,
-)
-from ardistill.sampling.seeds import choice_seeds, sample_labels, sample_noise
+from ardistill.sampling.methods import sample_dd, sample_teacher, sample_teacher_involved
 from ardistill.student.procedure import few_step, nearest_codes, step
 from ardistill.teachers.base import Condition, greedy_chooser
 

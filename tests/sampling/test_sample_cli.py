@@ -1,5 +1,5 @@
 """`ardistill sample` / `eval` (token metrics) / `report` / `bench sample` end to end, with the
-tiny teachers (tests/pairs/tiny_teachers.py) through the commands' loader hook."""
+tiny teachers (tests/tiny_teachers.py) as teacher factories."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from ardistill.cli import CLIError, build_parser, main
-from ardistill.sampling.cli import sample_command
-from ardistill.sampling.eval_cli import run as eval_run
+from ardistill.cli import main
+from ardistill.sampling.run import sample
+from ardistill.sampling.spec import DDMethod, Models, SampleConfig
 
 
 def _sample(tiny, out, *argv):
-    args = build_parser().parse_args(["sample", "--teacher", "tiny-llamagen", "--out", str(out),
-                                      "--num", "5", "--batch-size", "2", *argv])
-    return sample_command(args, load=lambda spec, tok, dev, dt: tiny(spec))
+    return main(["sample", "--teacher", "tiny_teachers:tiny_llamagen", "--out", str(out),
+                 "--num", "5", "--batch-size", "2", *argv])
 
 
 def test_sample_cli_writes_files_and_is_deterministic(tmp_path, tiny, student_file, capsys):
@@ -44,10 +43,10 @@ def test_sample_cli_classes_and_errors(tmp_path, tiny, capsys):
                    "--classes", "3,7", "--no-pngs") == 0
     with np.load(tmp_path / "c" / "samples.npz") as f:
         assert f["arr_1"].tolist() == [3, 7, 3, 7, 3]
-    with pytest.raises(CLIError, match="outside"):
-        _sample(tiny, tmp_path / "d", "--method", "teacher", "--classes", "3,70")
-    with pytest.raises(CLIError, match="no shipped DD student"):
-        _sample(tiny, tmp_path / "e")  # the tiny teacher has no preset, so no shipped student
+    assert _sample(tiny, tmp_path / "d", "--method", "teacher", "--classes", "3,70") == 2
+    assert "outside" in capsys.readouterr().err
+    assert _sample(tiny, tmp_path / "e") == 2  # a teacher of no preset has no shipped student
+    assert "no shipped DD student" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # flow-mapped teacher runs: ~6 min on the loaded 2-core machine
@@ -56,13 +55,10 @@ def test_eval_token_metrics_and_report(tmp_path, tiny, capsys):
                    "flow") == 0
     assert _sample(tiny, tmp_path / "skip", "--method", "skip", "--skip", "4",
                    "--teacher-choice", "flow") == 0
-    load = lambda spec, tok, dev, dt: tiny(spec)  # noqa: E731
     for run in ("flow", "skip"):
-        args = build_parser().parse_args(
-            ["eval", str(tmp_path / run / "samples.npz"), "--teacher", "tiny-llamagen",
-             "--flow-reference", str(tmp_path / "flow"), "--teacher-samples",
-             str(tmp_path / "flow")])
-        assert eval_run(args, load=load) == 0
+        assert main(["eval", str(tmp_path / run / "samples.npz"), "--teacher",
+                     "tiny_teachers:tiny_llamagen", "--flow-reference", str(tmp_path / "flow"),
+                     "--teacher-samples", str(tmp_path / "flow")]) == 0
     out = capsys.readouterr().out
     assert "token agreement   1.0000" in out  # the flow-mapped teacher agrees with itself
     flow = json.loads((tmp_path / "flow" / "samples.eval.json").read_text())
@@ -109,10 +105,8 @@ def test_sample_cli_text_conditional(tmp_path, tiny, student_file, capsys):
     caps = _caption_file(tmp_path / "caps.npz")
 
     def run(out, *argv):
-        args = build_parser().parse_args(["sample", "--teacher", "tiny-t2i", "--out",
-                                          str(tmp_path / out), "--num", "5", "--batch-size",
-                                          "2", "--no-pngs", *argv])
-        return sample_command(args, load=lambda spec, tok, dev, dt: tiny(spec))
+        return main(["sample", "--teacher", "tiny_teachers:tiny_t2i", "--out",
+                     str(tmp_path / out), "--num", "5", "--batch-size", "2", "--no-pngs", *argv])
 
     sf = str(student_file("tiny-t2i"))
     assert run("dd", "--captions", caps, "--student", sf, "--t-list", "0", "--split", "3") == 0
@@ -130,9 +124,23 @@ def test_sample_cli_text_conditional(tmp_path, tiny, student_file, capsys):
     with np.load(tmp_path / "teacher" / "tokens.npz") as f:
         t = f["tokens"]
     assert np.array_equal(t[0], t[3]) and not np.array_equal(t[0], t[1])
-    with pytest.raises(CLIError, match="text-conditional"):
-        run("x", "--method", "teacher")
-    with pytest.raises(CLIError, match="class-conditional"):
-        _sample(tiny, tmp_path / "y", "--method", "teacher", "--captions", caps)
-    with pytest.raises(CLIError, match="caption file not found"):
-        run("z", "--method", "teacher", "--captions", str(tmp_path / "missing.npz"))
+    assert run("x", "--method", "teacher") == 2
+    assert "text-conditional" in capsys.readouterr().err
+    assert _sample(tiny, tmp_path / "y", "--method", "teacher", "--captions", caps) == 2
+    assert "class-conditional" in capsys.readouterr().err
+    assert run("z", "--method", "teacher", "--captions", str(tmp_path / "missing.npz")) == 2
+    assert "caption file not found" in capsys.readouterr().err
+
+
+def test_the_library_call_equals_the_command(tmp_path, tiny, student_file):
+    """`sample(SampleConfig(...))` is what `ardistill sample` runs: same tokens and images."""
+    sf = str(student_file("tiny-llamagen"))
+    assert _sample(tiny, tmp_path / "cli", "--student", sf, "--t-list", "0", "--split", "3",
+                   "--no-pngs") == 0
+    r = sample(SampleConfig(Models("tiny_teachers:tiny_llamagen", student=sf),
+                            DDMethod(t_list=(0,), split=3), num=5, batch_size=2))
+    with np.load(tmp_path / "cli" / "tokens.npz") as f:
+        assert np.array_equal(f["tokens"], r.tokens.numpy())
+    with np.load(tmp_path / "cli" / "samples.npz") as f:
+        assert np.array_equal(f["arr_0"], r.images.permute(0, 2, 3, 1).numpy())
+    assert r.label == "DD 1-step" and r.settings["t_list"] == [0] and r.settings["split"] == 3

@@ -9,14 +9,13 @@ import json
 import pytest
 import torch
 
+from ardistill.core.choosers import NoiseChooser
 from ardistill.student.llamagen import build_student
 from ardistill.student.procedure import (
-    NoiseChooser,
     few_step,
     final_predict,
     final_sequence,
     nearest_codes,
-    perturb,
     step,
     teacher_involved,
 )
@@ -25,6 +24,7 @@ from ardistill.teachers.base import (
     MultinomialChooser,
     SamplingConfig,
     TokenLayout,
+    dd_state,
     decode,
     greedy_chooser,
 )
@@ -67,7 +67,7 @@ def batch(teacher):
 def slow_step(student, x, noise, cond, t, split, codebook):
     """The official composition, on the full outputs (oracle README §4.4)."""
     tt = torch.full((x.shape[0],), t, dtype=torch.long)
-    x_t = perturb(student.layout, x, noise, tt)
+    x_t = dd_state(student.layout, x, noise, tt)
     with torch.no_grad():
         out = student(x_t, cond, tt)
     return final_sequence(student.layout, final_predict(student.layout, out, x_t, tt, codebook),

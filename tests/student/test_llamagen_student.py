@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from ardistill.errors import CheckpointError
 from ardistill.student.base import Student
 from ardistill.student.llamagen import (
     LlamaGenStudent,
@@ -21,7 +22,6 @@ from ardistill.teachers.base import Condition, SamplingConfig
 from ardistill.teachers.llamagen.config import GPTConfig, VQConfig
 from ardistill.teachers.llamagen.loading import random_gpt, random_vq
 from ardistill.teachers.llamagen.teacher import LlamaGenTeacher
-from ardistill.utils.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

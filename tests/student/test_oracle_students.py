@@ -26,18 +26,12 @@ from ardistill.student.procedure import (
     final_predict,
     final_sequence,
     nearest_codes,
-    perturb,
     step,
     teacher_involved,
 )
-from ardistill.student.var import (
-    VARStudent,
-    VARStudentConfig,
-    build_student,
-    dd_level_buffers,
-)
+from ardistill.student.var import VARStudent, VARStudentConfig, build_student, dd_level_buffers
 from ardistill.student.var import load_student_state as load_var_student_state
-from ardistill.teachers.base import Condition, SamplingConfig, decode, greedy_chooser
+from ardistill.teachers.base import Condition, SamplingConfig, dd_state, decode, greedy_chooser
 from ardistill.teachers.llamagen.config import GPTConfig, VQConfig
 from ardistill.teachers.llamagen.loading import load_gpt, load_vq
 from ardistill.teachers.llamagen.presets import PRESETS
@@ -110,7 +104,7 @@ def _check_timestep(pack, student, cond, codebook, name: str, t: list[int], chec
     io, split = pack["io"], pack["cfg"]["dd_student"]["split_t_eval"]
     tt = torch.tensor(t, dtype=torch.long)
     _exact(tt, io[f"{name}.timestep"], f"{name}.timestep")
-    x_t = perturb(student.layout, io["x_data"], io["noise"], tt)
+    x_t = dd_state(student.layout, io["x_data"], io["noise"], tt)
     _close(x_t, io[f"{name}.x_t"], 0.0, f"{name}.x_t")
     with torch.no_grad():
         out = student(x_t, cond, tt)
@@ -313,7 +307,7 @@ def _timesteps(c: Ctx) -> dict[str, list[int]]:
 def _run_t(c: Ctx, name: str) -> dict[str, Tensor]:
     def run() -> dict[str, Tensor]:
         tt = torch.tensor(_timesteps(c)[name], dtype=torch.long)
-        x_t = perturb(c.student.layout, c.codebook[_data_idx(c)], c.io["noise"], tt)
+        x_t = dd_state(c.student.layout, c.codebook[_data_idx(c)], c.io["noise"], tt)
         with torch.no_grad():
             out = c.student(x_t, c.cond, tt)
         fp = final_predict(c.student.layout, out, x_t, tt, c.codebook)

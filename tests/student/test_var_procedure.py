@@ -10,13 +10,12 @@ import pytest
 import torch
 from torch import Tensor
 
+from ardistill.core.choosers import NoiseChooser
 from ardistill.student.procedure import (
-    NoiseChooser,
     few_step,
     final_predict,
     final_sequence,
     nearest_codes,
-    perturb,
     step,
     teacher_involved,
 )
@@ -25,6 +24,7 @@ from ardistill.teachers.base import (
     Condition,
     MultinomialChooser,
     SamplingConfig,
+    dd_state,
     decode,
     greedy_chooser,
 )
@@ -58,7 +58,7 @@ def data(teacher) -> tuple[Tensor, Condition, Tensor]:
 def _slow_step(student, x, noise, cond, t, split, codebook) -> Tensor:
     """The definition: final_sequence(final_predict(student(X_t)), split), full logits."""
     tt = torch.full((x.shape[0],), t, dtype=torch.long)
-    x_t = perturb(student.layout, x, noise, tt)
+    x_t = dd_state(student.layout, x, noise, tt)
     with torch.no_grad():
         out = student(x_t, cond, tt)
     fp = final_predict(student.layout, out, x_t, tt, codebook)

@@ -7,17 +7,12 @@ import pytest
 import torch
 from torch import Tensor
 
+from ardistill.errors import CheckpointError
 from ardistill.student import registry
 from ardistill.student.base import Student
-from ardistill.student.var import (
-    VARStudent,
-    build_student,
-    load_student,
-    unwrap_dd_checkpoint,
-)
+from ardistill.student.var import VARStudent, build_student, load_student, unwrap_dd_checkpoint
 from ardistill.teachers.base import Condition
 from ardistill.teachers.var.tiny import tiny_teacher
-from ardistill.utils.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

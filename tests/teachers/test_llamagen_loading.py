@@ -8,13 +8,14 @@ import json
 import pytest
 import torch
 
+from ardistill.errors import CheckpointError
 from ardistill.teachers.base import Condition
 from ardistill.teachers.llamagen.config import GPTConfig, VQConfig
 from ardistill.teachers.llamagen.gpt import GPT
 from ardistill.teachers.llamagen.loading import load_gpt
 from ardistill.teachers.llamagen.presets import DD_SAMPLING, PRESETS, build_teacher, detect_preset
-from ardistill.teachers.registry import DDDefaults, TeacherPreset, get_preset, load_teacher
-from ardistill.utils.checkpoint import CheckpointError
+from ardistill.teachers.preset import DDDefaults, TeacherPreset
+from ardistill.teachers.registry import get_preset, load_teacher
 
 
 @pytest.fixture(scope="module")

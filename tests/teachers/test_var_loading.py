@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
+from ardistill.errors import CheckpointError
 from ardistill.teachers.var.config import from_official_build_args
 from ardistill.teachers.var.model import VAR
 from ardistill.teachers.var.presets import PRESETS, build_teacher, detect_preset
 from ardistill.teachers.var.tiny import tiny_configs, tiny_teacher
 from ardistill.teachers.var.weights import load_var, load_vqvae
-from ardistill.utils.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

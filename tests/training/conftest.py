@@ -1,5 +1,5 @@
-"""Fixtures of the training tests: tiny teachers (tests/pairs/tiny_teachers.py) and small
-pairs datasets made once per session; one intra-op thread (fast and reproducible on CPU)."""
+"""Fixtures of the training tests: tiny teachers (tests/tiny_teachers.py) and small pairs
+datasets made once per session; one intra-op thread (fast and reproducible on CPU)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-PAIRS_TESTS = Path(__file__).resolve().parents[1] / "pairs"
-sys.path.insert(0, str(PAIRS_TESTS))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ardistill.pairs.config import GenOptions, PairsSettings
+from ardistill.pairs.run import generate_pairs
+from tiny_teachers import SPECS, load_tiny
 
-from tiny_teachers import load_tiny  # noqa: E402
-
-from ardistill.pairs.config import GenOptions, PairsSettings  # noqa: E402
-from ardistill.pairs.run import generate_pairs  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_helpers
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +35,7 @@ def pairs_cache(tmp_path_factory):
             torch.set_num_threads(1)
             generate_pairs(load_tiny(spec), PairsSettings(num=num, seed=1, shard_size=32,
                                                           micro_batch=16), out,
-                           options=GenOptions(batch_size=32, progress=False))
+                           spec=SPECS[spec], options=GenOptions(batch_size=32, progress=False))
             torch.set_num_threads(before)
             made[(spec, num)] = out
         return made[(spec, num)]

@@ -1,4 +1,4 @@
-"""Item 6 of issue 5: train 1-step students on tiny teachers' pairs and compare held-out token
+"""Train 1-step students on tiny teachers' pairs and compare their held-out token
 agreement with the onestep* baseline (closed form). Prints one line per teacher.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python tests/training/run_show.py OUT_DIR [NUM_PAIRS] [STEPS]
@@ -10,18 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pairs"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ardistill.core.pairs_dataset import PairsDataset
+from ardistill.pairs.config import GenOptions, PairsSettings
+from ardistill.pairs.run import generate_pairs
+from ardistill.training import recipe, train
+from ardistill.training.evaluate import marginal_frequencies, onestep_expected_agreement
 from tiny_teachers import load_tiny  # noqa: E402
-
-from ardistill.pairs.config import GenOptions, PairsSettings  # noqa: E402
-from ardistill.pairs.dataset import PairsDataset  # noqa: E402
-from ardistill.pairs.run import generate_pairs  # noqa: E402
-from ardistill.training import recipe, train  # noqa: E402
-from ardistill.training.evaluate import (  # noqa: E402
-    marginal_frequencies,
-    onestep_expected_agreement,
-)
 
 SPLITS = {"tiny-llamagen": 5, "tiny-var": 2}  # logits-head steps (teachers of no preset)
 

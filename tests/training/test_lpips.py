@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ardistill.errors import CheckpointError
 from ardistill.training.config import LossConfig
 from ardistill.training.perceptual import VGG16Features, load_lpips
-from ardistill.utils.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,14 @@ import pytest
 import torch
 from train_helpers import debug_cfg
 
+from ardistill.cli import main
 from ardistill.training import train
 from ardistill.training.state import list_checkpoints, load_checkpoint
 
-RUN_TRAIN = Path(__file__).resolve().parent / "run_train.py"
-
 
 def _args(pairs: Path, out: Path) -> list[str]:
-    return ["--teacher", "tiny-var", "--pairs", str(pairs), "--out", str(out), "--recipe",
-            "debug", "--timesteps", "0,1", "--split", "2", "--holdout", "16",
+    return ["train", "--teacher", "tiny_teachers:tiny_var", "--pairs", str(pairs), "--out",
+            str(out), "--recipe", "debug", "--timesteps", "0,1", "--split", "2", "--holdout", "16",
             "--eval-samples", "16", "--steps", "6", "--batch-size", "8", "--threads", "1",
             "--no-progress"]
 
@@ -33,7 +32,7 @@ def _losses(run: Path) -> list[float]:
 def test_two_processes_equal_one(pairs_cache, tiny, tmp_path, cli_env):
     pairs = pairs_cache("tiny-var")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(RUN_TRAIN), *_args(pairs, tmp_path / "ddp")]
+           "-m", "ardistill", *_args(pairs, tmp_path / "ddp")]
     res = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("EMA student exported") == 1  # rank 0 only
@@ -47,9 +46,6 @@ def test_two_processes_equal_one(pairs_cache, tiny, tmp_path, cli_env):
 
 
 def test_cli_trains_and_reports(pairs_cache, tmp_path, capsys):
-    sys.path.insert(0, str(RUN_TRAIN.parent))
-    from run_train import main
-
     out = tmp_path / "run"
     assert main([*_args(pairs_cache("tiny-var"), out), "--tensorboard"]) == 0
     printed = capsys.readouterr()

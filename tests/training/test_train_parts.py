@@ -9,17 +9,17 @@ import torch
 from torch import nn
 from train_helpers import debug_cfg
 
-from ardistill.pairs.dataset import PairsDataset, training_inputs
+from ardistill.core.pairs_dataset import PairsDataset, training_inputs
+from ardistill.errors import CheckpointError
 from ardistill.student.base import StudentOutput
+from ardistill.student.files import export_student, load_trained_student, read_export_metadata
 from ardistill.student.procedure import few_step
 from ardistill.student.registry import build_student
-from ardistill.training import LossConfig, export_student, load_trained_student, train
+from ardistill.training import LossConfig, train
 from ardistill.training.data import StepSampler
 from ardistill.training.ema import EMA, ema_decay_at
 from ardistill.training.evaluate import marginal_frequencies, onestep_expected_agreement
-from ardistill.training.export import read_export_metadata
 from ardistill.training.losses import dd_loss
-from ardistill.utils.checkpoint import CheckpointError
 
 
 def test_ema_closed_form():

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import debug_cfg
 
-from ardistill.training import TrainingDiverged, train
+from ardistill.errors import TrainingDiverged
+from ardistill.training import train
 from ardistill.training.state import list_checkpoints, load_checkpoint
 
 

@@ -7,15 +7,16 @@ import json
 
 import numpy as np
 import torch
-from tiny_teachers import load_tiny
 from train_helpers import debug_cfg
 
-from ardistill.pairs.captions import Captions
+from ardistill.core.captions import Captions
+from ardistill.core.pairs_dataset import PairsDataset
 from ardistill.pairs.config import GenOptions, PairsSettings
-from ardistill.pairs.dataset import PairsDataset
 from ardistill.pairs.run import generate_pairs
 from ardistill.sampling.methods import sample_dd
-from ardistill.training import load_trained_student, train
+from ardistill.student.files import load_trained_student
+from ardistill.training import train
+from tiny_teachers import load_tiny
 
 
 def _captions(rows: int = 6, seed: int = 0) -> Captions:

@@ -10,14 +10,13 @@ import pytest
 import torch
 
 from ardistill.cli import main
+from ardistill.errors import CheckpointError
 from ardistill.teachers.base import Condition, MultinomialChooser, decode
-from ardistill.teachers.registry import (
-    embedded_checkpoints,
-    get_preset,
-    load_teacher,
-)
-from ardistill.utils.checkpoint import CheckpointError, read_state_dict
-from ardistill.zoo.teacher_files import file_names, sha256_file, shipped_record
+from ardistill.teachers.preset import embedded_checkpoints
+from ardistill.teachers.registry import get_preset, load_teacher
+from ardistill.utils.checkpoint import read_state_dict
+from ardistill.utils.files import sha256_file
+from ardistill.zoo.teacher_files import file_names, shipped_record
 
 SHIPPED = ["mnist-llamagen", "mnist-var"]
 BUDGET_BYTES = 2_000_000  # at most 2 MB per teacher + tokenizer in fp16 (docs/zoo.md)
@@ -31,12 +30,12 @@ def shipped(request):
 
 def test_files_are_the_recorded_ones_and_small(shipped):
     preset, record, _ = shipped
-    with embedded_checkpoints(preset, None, None) as (model, tok):
-        files = {"ar": model, "tokenizer": tok}
-        for part, path in files.items():
-            assert sha256_file(path) == record[part]["file"]["sha256"], part
-            assert read_state_dict(path)  # safetensors, float16 storage
-        assert sum(p.stat().st_size for p in files.values()) < BUDGET_BYTES
+    model, tok = embedded_checkpoints(preset, None, None)
+    files = {"ar": model, "tokenizer": tok}
+    for part, path in files.items():
+        assert sha256_file(path) == record[part]["file"]["sha256"], part
+        assert read_state_dict(path)  # safetensors, float16 storage
+    assert sum(p.stat().st_size for p in files.values()) < BUDGET_BYTES
     assert record["preset"] == preset.name and record["seed"] == 0 and record["limit"] is None
     assert record["ar"]["command"].startswith(f"ardistill teacher train {preset.name}")
 
@@ -78,7 +77,7 @@ def test_recorded_quality_is_good(shipped):
 
 def test_samples_are_the_requested_digits(shipped):
     # 100 fresh samples (not the recorded ones): the feature network recognises the class
-    from ardistill.zoo.features import load_feature_extractor
+    from ardistill.metrics.networks import load_feature_extractor
 
     _, _, teacher = shipped
     labels = torch.arange(100) % 10
@@ -93,14 +92,14 @@ def test_loading_is_strict(shipped, tmp_path):
     preset, _, _ = shipped
     from safetensors.torch import save_file
 
-    with embedded_checkpoints(preset, None, None) as (model, tok):
-        sd = read_state_dict(model)
-        key = sorted(sd)[-1]
-        save_file({k: v for k, v in sd.items() if k != key}, str(tmp_path / "cut.safetensors"))
-        with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):
-            load_teacher(preset.name, model_ckpt=tmp_path / "cut.safetensors")
-        with pytest.raises(CheckpointError):
-            load_teacher(preset.name, model_ckpt=tok, tokenizer_ckpt=model)
+    model, tok = embedded_checkpoints(preset, None, None)
+    sd = read_state_dict(model)
+    key = sorted(sd)[-1]
+    save_file({k: v for k, v in sd.items() if k != key}, str(tmp_path / "cut.safetensors"))
+    with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):
+        load_teacher(preset.name, model_ckpt=tmp_path / "cut.safetensors")
+    with pytest.raises(CheckpointError):
+        load_teacher(preset.name, model_ckpt=tok, tokenizer_ckpt=model)
 
 
 def test_missing_shipped_file_is_a_clear_error():
@@ -109,8 +108,7 @@ def test_missing_shipped_file_is_a_clear_error():
     preset = get_preset(SHIPPED[0])
     broken = replace(preset, extra={**preset.extra, "model_file": "absent.safetensors"})
     with pytest.raises(CheckpointError, match="absent.safetensors.*missing"):
-        with embedded_checkpoints(broken, None, None):
-            pass
+        embedded_checkpoints(broken, None, None)
 
 
 def test_eval_cli_prints_quality(tmp_path, capsys):

@@ -11,7 +11,7 @@ import torch
 from ardistill.cli import main
 from ardistill.teachers.base import Condition, decode
 from ardistill.teachers.registry import load_teacher
-from ardistill.zoo.teacher_files import sha256_file
+from ardistill.utils.files import sha256_file
 
 
 @pytest.fixture

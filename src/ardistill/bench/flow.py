@@ -12,40 +12,36 @@ VAR-like: V = 4096, d = 32, top-k 900; flat and peaked distributions). Printed, 
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 
 from ardistill.bench.flow_accuracy import print_accuracy_table, reference_tokens
-from ardistill.cli import CLIError
-from ardistill.flow import DEFAULT_NUM_STEPS, FlowMap, FlowSolverConfig
+from ardistill.errors import UserError
+from ardistill.flow import FlowMap, FlowSolverConfig
 from ardistill.flow.reference import LOGIT_STD, make_flow_problem
+from ardistill.teachers.registry import load_teacher
 
 SETTINGS = ("llamagen", "var")
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
-    p.add_argument("--quick", action="store_true",
-                   help="batch 256 only, 1 timed run, 100 agreement rows, teacher batch 64")
-    p.add_argument("--batches", default="256,2048",
-                   help="positions per map call (default 256,2048)")
-    p.add_argument("--num-steps", type=int, default=None,
-                   help=f"solver steps (default: the library default, {DEFAULT_NUM_STEPS})")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per case (best is kept)")
-    p.add_argument("--agreement-rows", type=int, default=2000,
-                   help="rows per setting and distribution compared with the reference")
-    p.add_argument("--seed", type=int, default=100,
-                   help="seed of the problems compared with the reference (default 100)")
-    p.add_argument("--ref-cache", default=None, metavar="DIR",
-                   help="read / store the float64 reference tokens here (they take minutes)")
-    p.add_argument("--sweep", default=None, metavar="N,N,...",
-                   help="print only the accuracy table: agreement and cost at these num_steps")
-    p.add_argument("--teacher-batch", type=int, default=256,
-                   help="batch of the LlamaGen-B decode step (0: skip the teacher)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads for this run (0: leave torch's default)")
+@dataclass
+class Options:
+    """The options of `ardistill bench flow` (the command line's flags, same names)."""
+
+    device: str = 'cpu'
+    quick: bool = False
+    batches: str = '256,2048'
+    num_steps: int | None = None
+    repeats: int = 3
+    agreement_rows: int = 2000
+    seed: int = 100
+    ref_cache: str | None = None
+    sweep: str | None = None
+    teacher_batch: int = 256
+    threads: int = 0
+
 
 
 def _sync(device: torch.device) -> None:
@@ -75,8 +71,6 @@ def teacher_decode_step_seconds(batch: int, device: torch.device | str, dtype: t
     """Seconds of one LlamaGen-B KV-cache decode step (next_probs + push) at `batch` images,
     with the preset's DD sampling (CFG 2.0: 2 x batch rows), random weights. Mean over `steps`
     steps after `warmup` steps. Raises ImportError/KeyError when the teacher is not available."""
-    from ardistill.teachers.registry import load_teacher
-
     device = torch.device(device)
     teacher = load_teacher("llamagen-b", random_weights=True, device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(0)
@@ -150,26 +144,26 @@ def _teacher_ratio(args, device: torch.device, times: dict, batch: int) -> None:
               f"of the teacher step (goal <= 10%)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Options) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda requested but torch.cuda.is_available() is False")
+        raise UserError("--device cuda requested but torch.cuda.is_available() is False")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         batches = [int(b) for b in args.batches.split(",") if b]
     except ValueError as e:
-        raise CLIError(f"--batches must be comma-separated integers: {e}") from e
+        raise UserError(f"--batches must be comma-separated integers: {e}") from e
     if not batches or min(batches) < 1:
-        raise CLIError("--batches needs at least one positive batch size")
+        raise UserError("--batches needs at least one positive batch size")
     rows, tbatch = args.agreement_rows, args.teacher_batch
     if args.sweep is not None:
         try:
             steps = [int(n) for n in args.sweep.split(",") if n]
         except ValueError as e:
-            raise CLIError(f"--sweep must be comma-separated integers: {e}") from e
+            raise UserError(f"--sweep must be comma-separated integers: {e}") from e
         if not steps or min(steps) < 1 or rows < 1:
-            raise CLIError("--sweep needs positive step counts and --agreement-rows >= 1")
+            raise UserError("--sweep needs positive step counts and --agreement-rows >= 1")
         with torch.inference_mode():
             print_accuracy_table(steps, rows, args.seed, args.ref_cache, device)
         return 0

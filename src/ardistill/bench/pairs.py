@@ -17,33 +17,35 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ardistill.pairs.config import DTYPES, PairsSettings
-from ardistill.pairs.flowmap import NoiseMap, build_noise_map
+from ardistill.core.choosers import NoiseMap, build_noise_map
+from ardistill.pairs.config import PairsSettings
 from ardistill.pairs.generate import PairsJob, intra_op_threads
 from ardistill.teachers.registry import all_presets, load_teacher
+from ardistill.utils import dtypes
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--presets", default="llamagen-b,var-d16",
-                   help="comma-separated teacher presets (default: llamagen-b,var-d16)")
-    p.add_argument("--num", type=int, default=32, help="samples timed per preset (default 32)")
-    p.add_argument("--micro-batch", type=int, default=16, help="samples per teacher pass")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="samples decoded together (default: all --num)")
-    p.add_argument("--flow-steps", type=int, default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (the gen-pairs setting)")
-    p.add_argument("--compare-batch", action="store_true",
-                   help="also time the samples as one teacher session (no micro-batches)")
-    p.add_argument("--quick", action="store_true",
-                   help="2 samples in micro-batches of 2 (a smoke test of the harness)")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
+@dataclass
+class Options:
+    """The options of `ardistill bench pairs` (the command line's flags, same names)."""
+
+    presets: str = 'llamagen-b,var-d16'
+    num: int = 32
+    micro_batch: int = 16
+    batch_size: int | None = None
+    flow_steps: int | None = None
+    device: str = 'cpu'
+    dtype: str = 'fp32'
+    threads: int = 1
+    compare_batch: bool = False
+    quick: bool = False
+    json: Path | None = None
+
 
 
 class TimedNoiseMap:
@@ -117,7 +119,8 @@ def _line(name: str, r: dict) -> str:
 
 def _bench_preset(name: str, args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
-    teacher = load_teacher(name, random_weights=True, device=device, dtype=DTYPES[args.dtype])
+    teacher = load_teacher(name, random_weights=True, device=device,
+                           dtype=dtypes.resolve(args.dtype))
     m = 2 if args.quick else args.micro_batch
     num = m if args.quick else -(-args.num // m) * m
     settings = PairsSettings(num=num, micro_batch=m, shard_size=num, threads=args.threads,
@@ -138,7 +141,7 @@ def _bench_preset(name: str, args: argparse.Namespace) -> list[dict]:
     return res
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Options) -> int:
     known = all_presets()
     print(f"torch {torch.__version__}", flush=True)
     results = []

@@ -14,37 +14,39 @@ pre-trained-N-M (multinomial teacher, default N = 0, M = num_steps // 8).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ardistill.cli import CLIError
+from ardistill.errors import UserError
 from ardistill.sampling.methods import sample_dd, sample_teacher, sample_teacher_involved
 from ardistill.student.registry import build_student
 from ardistill.teachers.base import MultinomialChooser
 from ardistill.teachers.registry import all_presets, load_teacher
+from ardistill.utils import dtypes
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
+@dataclass
+class Options:
+    """The options of `ardistill bench sample` (the command line's flags, same names)."""
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--presets", default="llamagen-b", help="comma-separated teacher presets")
-    p.add_argument("--batch", type=int, default=8, help="throughput batch (default 8)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per setting (median)")
-    p.add_argument("--teacher-involved", default=None, metavar="N,M",
-                   help="teacher-involved setting (default 0,num_steps//8); 'none' to skip")
-    p.add_argument("--no-teacher", action="store_true", help="skip the (slow) teacher timing")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the student")
-    p.add_argument("--quick", action="store_true", help="1 timed run, throughput batch 2")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    presets: str = 'llamagen-b'
+    batch: int = 8
+    repeats: int = 3
+    teacher_involved: str | None = None
+    no_teacher: bool = False
+    dtype: str = 'fp32'
+    device: str = 'cpu'
+    threads: int = 0
+    compile: bool = False
+    quick: bool = False
+    json: Path | None = None
+
 
 
 def _sync(device: torch.device) -> None:
@@ -96,7 +98,8 @@ def _settings(preset, teacher, ti: tuple[int, int] | None, with_teacher: bool):
 def bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dict]:
     preset = all_presets()[name]
     device = torch.device(args.device)
-    teacher = load_teacher(name, random_weights=True, device=device, dtype=DTYPES[args.dtype])
+    teacher = load_teacher(name, random_weights=True, device=device,
+                           dtype=dtypes.resolve(args.dtype))
     student = build_student(teacher)
     if args.compile:
         student.compile(dynamic=False)
@@ -141,7 +144,7 @@ def _parse_ti(text: str | None, num_steps: int) -> tuple[int, int] | None:
     try:
         n, m = (int(x) for x in text.split(","))
     except ValueError as e:
-        raise CLIError(f"--teacher-involved takes N,M or none, got {text!r}") from e
+        raise UserError(f"--teacher-involved takes N,M or none, got {text!r}") from e
     return n, m
 
 
@@ -157,16 +160,16 @@ def format_row(r: dict) -> str:
             f"{'-' if sg is None else f'{sg:.1f}x':>11} {'-' if st is None else f'{st:.1f}x':>13}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Options) -> int:
     if args.batch < 1 or args.repeats < 1:
-        raise CLIError("--batch and --repeats must be >= 1")
+        raise UserError("--batch and --repeats must be >= 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     known = all_presets()
     names = [p.strip() for p in args.presets.split(",") if p.strip()]
     bad = [n for n in names if n not in known]
     if bad:
-        raise CLIError(f"unknown presets {bad}; known: {', '.join(sorted(known))}")
+        raise UserError(f"unknown presets {bad}; known: {', '.join(sorted(known))}")
     repeats = 1 if args.quick else args.repeats
     batches = sorted({1, 2 if args.quick else args.batch})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, "

@@ -13,42 +13,41 @@ both see the same machine load.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ardistill.cli import CLIError
+from ardistill.errors import UserError
 from ardistill.student.procedure import few_step
 from ardistill.student.registry import build_student
+from ardistill.teachers.llamagen.config import GPT_SIZES
 from ardistill.teachers.registry import all_presets, load_teacher
+from ardistill.utils import dtypes
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+@dataclass
+class Options:
+    """The options of `ardistill bench student` (the command line's flags, same names)."""
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--presets", default="llamagen-b",
-                   help="comma-separated teacher presets whose students are timed")
-    p.add_argument("--steps", default="1,2", help="DD step counts to time: 1, 2 or both")
-    p.add_argument("--batch", type=int, default=8, help="throughput batch size (default 8)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per setting (median)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads for this run (0: leave torch's default)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the student")
-    p.add_argument("--quick", action="store_true",
-                   help="1 timed run, throughput batch 2 (a smoke test of the harness)")
-    p.add_argument("--official-dd", type=Path, default=None, metavar="DIR",
-                   help="also time the official DD code: the LlamaGen folder of a "
-                        "microsoft/distilled_decoding checkout")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    presets: str = 'llamagen-b'
+    steps: str = '1,2'
+    batch: int = 8
+    repeats: int = 5
+    dtype: str = 'fp32'
+    device: str = 'cpu'
+    threads: int = 0
+    compile: bool = False
+    quick: bool = False
+    official_dd: Path | None = None
+    json: Path | None = None
+
 
 
 def t_list_for(preset, steps: int) -> list[int]:
@@ -56,7 +55,7 @@ def t_list_for(preset, steps: int) -> list[int]:
         return [0]
     if steps == 2:
         return [0, preset.dd.t2]
-    raise CLIError(f"--steps takes 1 and/or 2, got {steps}")
+    raise UserError(f"--steps takes 1 and/or 2, got {steps}")
 
 
 def time_student(student, teacher, t_list: list[int], split: int, batch: int, repeats: int,
@@ -129,7 +128,7 @@ print(json.dumps({"batch": batch, "steps": len(t_list), "t_list": t_list, "split
 
 def check_official_dd(root: Path) -> None:
     if not (root / "autoregressive" / "models" / "dd.py").is_file():
-        raise CLIError(f"{root}: not the LlamaGen folder of a distilled_decoding checkout "
+        raise UserError(f"{root}: not the LlamaGen folder of a distilled_decoding checkout "
                        "(no autoregressive/models/dd.py)")
 
 
@@ -137,7 +136,6 @@ def official_size(preset) -> str | None:
     """The official dd.py model name ("GPT-B", ...) of a LlamaGen preset, else None."""
     if preset.family != "llamagen":
         return None
-    from ardistill.teachers.llamagen.config import GPT_SIZES
 
     c = preset.model_config
     sizes = [k for k, v in GPT_SIZES.items() if v == (c.n_layer, c.n_head, c.dim)]
@@ -155,7 +153,7 @@ def time_official_dd(root: Path, size: str, t_list: list[int], split: int, batch
                        env={**os.environ, "PYTHONPATH": str(root)},
                        capture_output=True, text=True, check=False)
     if r.returncode != 0:
-        raise CLIError(f"the official DD run failed:\n{r.stderr[-2000:]}")
+        raise UserError(f"the official DD run failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -168,7 +166,7 @@ def _line(name: str, res: dict) -> str:
 def _bench_preset(name: str, args, steps: list[int], batches: list[int], repeats: int):
     preset = all_presets()[name]
     teacher = load_teacher(name, random_weights=True, device=args.device,
-                           dtype=DTYPES[args.dtype])
+                           dtype=dtypes.resolve(args.dtype))
     try:
         student = build_student(teacher)
     except ValueError as e:
@@ -198,17 +196,17 @@ def _bench_preset(name: str, args, steps: list[int], batches: list[int], repeats
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Options) -> int:
     if args.official_dd is not None:
         check_official_dd(args.official_dd)
     try:
         steps = [int(s) for s in args.steps.split(",") if s.strip()]
     except ValueError as e:
-        raise CLIError(f"--steps must be a comma-separated list of 1 and 2: {e}") from e
+        raise UserError(f"--steps must be a comma-separated list of 1 and 2: {e}") from e
     if not steps or any(s not in (1, 2) for s in steps):
-        raise CLIError(f"--steps takes 1 and/or 2, got {args.steps!r}")
+        raise UserError(f"--steps takes 1 and/or 2, got {args.steps!r}")
     if args.batch < 1 or args.repeats < 1:
-        raise CLIError("--batch and --repeats must be >= 1")
+        raise UserError("--batch and --repeats must be >= 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats

@@ -11,39 +11,38 @@ FoundationVision/LlamaGen at DIR, imported in a subprocess) at the same settings
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ardistill.cli import CLIError
+from ardistill.errors import UserError
 from ardistill.teachers.base import MultinomialChooser, decode
 from ardistill.teachers.registry import all_presets, load_teacher
+from ardistill.utils import dtypes
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+@dataclass
+class Options:
+    """The options of `ardistill bench teacher` (the command line's flags, same names)."""
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--presets", default="llamagen-b,var-d16",
-                   help="comma-separated teacher presets (default: llamagen-b,var-d16)")
-    p.add_argument("--batch", type=int, default=16, help="throughput batch size (default 16)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per setting (median)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads for this run (0: leave torch's default)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward")
-    p.add_argument("--quick", action="store_true",
-                   help="1 timed run, throughput batch 4 (a smoke test of the harness)")
-    p.add_argument("--official-llamagen", type=Path, default=None, metavar="DIR",
-                   help="also time the official LlamaGen generate() from this checkout")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    presets: str = 'llamagen-b,var-d16'
+    batch: int = 16
+    repeats: int = 3
+    dtype: str = 'fp32'
+    device: str = 'cpu'
+    threads: int = 0
+    compile: bool = False
+    quick: bool = False
+    official_llamagen: Path | None = None
+    json: Path | None = None
+
 
 
 def time_teacher(teacher, batch: int, repeats: int, seed: int = 0,
@@ -100,7 +99,7 @@ print(json.dumps({"batch": batch, "s_per_image": statistics.median(runs), "runs"
 
 def _check_official(root: Path) -> None:
     if not (root / "autoregressive" / "models" / "generate.py").is_file():
-        raise CLIError(f"{root}: not a LlamaGen checkout (no autoregressive/models/generate.py)")
+        raise UserError(f"{root}: not a LlamaGen checkout (no autoregressive/models/generate.py)")
 
 
 def time_official_llamagen(root: Path, batch: int, repeats: int, threads: int) -> dict:
@@ -112,7 +111,7 @@ def time_official_llamagen(root: Path, batch: int, repeats: int, threads: int) -
         capture_output=True, text=True, check=False,
     )
     if r.returncode != 0:
-        raise CLIError(f"the official LlamaGen run failed:\n{r.stderr[-2000:]}")
+        raise UserError(f"the official LlamaGen run failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -124,7 +123,7 @@ def _line(name: str, res: dict) -> str:
 
 def _bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dict]:
     teacher = load_teacher(name, random_weights=True, device=args.device,
-                           dtype=DTYPES[args.dtype])
+                           dtype=dtypes.resolve(args.dtype))
     s = teacher.default_sampling
     print(f"{name}: {teacher.layout.num_steps} steps, cfg {s.cfg_scale}, top-k {s.top_k}, "
           f"top-p {s.top_p}, {args.dtype}, device {args.device}", flush=True)
@@ -136,7 +135,7 @@ def _bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dic
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Options) -> int:
     if args.official_llamagen is not None:
         _check_official(args.official_llamagen)
     if args.threads > 0:

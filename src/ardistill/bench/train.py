@@ -12,17 +12,17 @@ attention scores counted in full) over the peak (`--peak-tflops` or the table fo
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ardistill.cli import CLIError
-from ardistill.pairs.dataset import PairsBatch, training_inputs
+from ardistill.core.pairs_dataset import PairsBatch, training_inputs
+from ardistill.errors import UserError
 from ardistill.student.registry import build_student
 from ardistill.teachers.registry import get_preset, load_teacher
 from ardistill.training.config import LossConfig
@@ -33,18 +33,20 @@ from ardistill.training.losses import dd_loss
 PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 494.7}, "H200": {"bf16": 989.0, "fp32": 494.7}}
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--presets", default="mnist-llamagen,llamagen-b",
-                   help="teacher presets whose students are trained (random weights)")
-    p.add_argument("--batch", type=int, default=8, help="samples per step (default 8)")
-    p.add_argument("--dtype", default="fp32", help="fp32, bf16 (autocast) or 'fp32,bf16'")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="peak TFLOP/s for MFU (default: table for H100/H200 by device name)")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
+@dataclass
+class Options:
+    """The options of `ardistill bench train` (the command line's flags, same names)."""
+
+    presets: str = 'mnist-llamagen,llamagen-b'
+    batch: int = 8
+    dtype: str = 'fp32'
+    device: str = 'cpu'
+    threads: int = 0
+    warmup: int = 1
+    repeats: int = 3
+    peak_tflops: float | None = None
+    json: Path | None = None
+
 
 
 def matmul_params(model: nn.Module) -> int:
@@ -128,15 +130,15 @@ def bench_one(preset: str, dtype: str, args, device: torch.device) -> dict:
     return rec
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Options) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: CUDA is not available in this torch")
+        raise UserError("--device cuda: CUDA is not available in this torch")
     device = torch.device(args.device)
     dtypes = [s.strip() for s in args.dtype.split(",") if s.strip()]
     if not dtypes or any(x not in ("fp32", "bf16") for x in dtypes):
-        raise CLIError(f"--dtype takes fp32 and/or bf16, got {args.dtype!r}")
+        raise UserError(f"--dtype takes fp32 and/or bf16, got {args.dtype!r}")
     results = []
     try:
         for preset in [s.strip() for s in args.presets.split(",") if s.strip()]:
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                       f"{rec['train_gflops_per_sample']:.1f} GFLOP/sample, "
                       f"{rec['achieved_tflops']:.3f} TFLOP/s{mfu}", flush=True)
     except (KeyError, ValueError) as e:
-        raise CLIError(str(e)) from e
+        raise UserError(str(e)) from e
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -1,28 +1,27 @@
 """Ship the demo's students: the EMA students of a full demo, copied into the package's
-shipped weights as fp16 safetensors (`zoo.students.student_file_name`) with a JSON record of
-the command, seed and measured numbers, so `ardistill sample --teacher mnist-llamagen
---steps 1` needs no training (issue 7 item 5)."""
+shipped weights as fp16 safetensors (`ardistill.weights.student_file_name`) with a JSON record
+of the command, seed and measured numbers, so `ardistill sample --teacher mnist-llamagen
+--steps 1` needs no training."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from safetensors import safe_open
+
 from ardistill.demo.config import DemoConfig
 from ardistill.demo.run import DemoResult
-from ardistill.zoo.students import record_file_name, shipped_weights_dir, student_file_name
+from ardistill.utils.files import sha256_file
+from ardistill.utils.safetensors_io import save_safetensors
+from ardistill.weights import shipped_dir, student_file_name, student_record_name
 
 
 def export_students(result: DemoResult, cfg: DemoConfig, command: str,
                     out_dir: str | Path | None = None) -> list[Path]:
-    """Write `<preset>_dd<steps>.safetensors` (fp16, the training export's metadata kept)
-    for every teacher and step count, and `<preset>_students.json`; returns the paths."""
-    from safetensors import safe_open
-
-    from ardistill.utils.safetensors_io import save_safetensors
-    from ardistill.zoo.teacher_files import sha256_file
-
-    out_dir = Path(out_dir) if out_dir is not None else shipped_weights_dir()
+    """Write `<preset>_dd1-<steps>step.safetensors` (fp16, the training export's metadata
+    kept) for every teacher and step count, and `<preset>_students.json`; returns the paths."""
+    out_dir = Path(out_dir) if out_dir is not None else shipped_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for preset, students in result.students.items():
@@ -47,7 +46,7 @@ def export_students(result: DemoResult, cfg: DemoConfig, command: str,
                                            "training": {k: rec[k] for k in (
                                                "steps", "seconds", "final_loss", "eval")}}
             written.append(dst)
-        rec_path = out_dir / record_file_name(preset)
+        rec_path = out_dir / student_record_name(preset)
         rec_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
         written.append(rec_path)
     return written

@@ -9,20 +9,22 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ardistill.data.mnist import mnist_images
 from ardistill.demo import stages
 from ardistill.demo.config import DemoConfig
 from ardistill.demo.report import finish_rows, make_row, write_report
+from ardistill.evaluation.images import ImageReference, prepare_reference
+from ardistill.metrics.networks import load_feature_extractor
 from ardistill.teachers.base import Teacher
-from ardistill.utils.images import save_grid
-
-TeacherLoader = Callable[[str], Teacher]
+from ardistill.teachers.registry import load_teacher
+from ardistill.utils.images import save_grid, to_uint8
+from ardistill.utils.threads import intra_op_threads
 
 
 @dataclass
@@ -36,17 +38,6 @@ class DemoResult:
     cpu: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     students: dict[str, dict] = field(default_factory=dict)
-
-
-@contextmanager
-def _threads(n: int):
-    # Intra-op threads for the run, restored afterwards (the caller's setting is not ours).
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class _Clock:
@@ -69,26 +60,18 @@ class _Clock:
             self.cpu[name] = round(time.process_time() - c0, 2)
 
 
-def _load_embedded(name: str) -> Teacher:
-    from ardistill.teachers.registry import load_teacher
-
-    return load_teacher(name)
-
-
-def run_demo(cfg: DemoConfig, load: TeacherLoader | None = None) -> DemoResult:
-    """Run the demo of `cfg` into `cfg.out`. load: preset name -> teacher (default: the
-    shipped weights through `teachers.registry.load_teacher`; tests pass tiny teachers)."""
-    load = load or _load_embedded
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """Run the demo of `cfg` into `cfg.out` (the shipped teachers of `cfg.teachers`)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
     t_start, c_start = time.perf_counter(), time.process_time()
     rows, files, students = [], {}, {}
-    with _threads(cfg.threads):
+    with intra_op_threads(cfg.threads):
         with clock.stage("reference", cfg.progress):
             extractor, reference = _reference(cfg)
         for name in cfg.teachers:
-            teacher = load(name)
+            teacher = load_teacher(name)
             r, f, s = _one_teacher(teacher, name, cfg, out, clock, extractor, reference)
             rows += r
             files.update(f)
@@ -104,11 +87,6 @@ def run_demo(cfg: DemoConfig, load: TeacherLoader | None = None) -> DemoResult:
 
 def _reference(cfg: DemoConfig):
     """The shipped MNIST feature network and the held-out MNIST split's features."""
-    from ardistill.data.mnist import mnist_images
-    from ardistill.sampling.evaluate import ImageReference, prepare_reference
-    from ardistill.utils.images import to_uint8
-    from ardistill.zoo.features import load_feature_extractor
-
     extractor = load_feature_extractor("mnist")
     images, _ = mnist_images("heldout")
     ref = prepare_reference(ImageReference("mnist-heldout", images=to_uint8(images)),

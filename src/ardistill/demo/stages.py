@@ -21,12 +21,23 @@ import numpy as np
 import torch
 
 from ardistill.demo.config import DemoConfig, StudentSettings
+from ardistill.evaluation.images import evaluate_images
+from ardistill.evaluation.tokens import TokenSet, read_tokens, token_metrics
 from ardistill.pairs.config import GenOptions, PairsSettings
 from ardistill.pairs.run import generate_pairs
-from ardistill.sampling.models import prepare
-from ardistill.sampling.run import Prepared, SampleConfig, SampleResult, sample_with
-from ardistill.sampling.token_eval import TokenSet, read_tokens, token_metrics
+from ardistill.sampling.run import Sampler, SampleResult, prepare, sample_with
+from ardistill.sampling.spec import (
+    DDMethod,
+    Models,
+    OneStepMethod,
+    SampleConfig,
+    SkipMethod,
+    TeacherMethod,
+)
+from ardistill.student.files import load_trained_student
 from ardistill.teachers.base import Teacher
+from ardistill.training import train
+from ardistill.training.config import LossConfig, OptimConfig, recipe
 from ardistill.utils.images import to_uint8
 
 # Pairs are computed in teacher passes of this many samples (batch-invariant generation).
@@ -42,8 +53,7 @@ class Method:
     method: str
     steps: int
     config: SampleConfig | None = None  # None: the evaluation pairs (teacher row)
-    prep: Prepared | None = None
-    student: torch.nn.Module | None = None
+    sampler: Sampler | None = None
 
 
 @dataclass
@@ -84,8 +94,6 @@ def make_pairs(teacher: Teacher, cfg: DemoConfig, work: TeacherWork, spec: str) 
 
 
 def train_config(s: StudentSettings, cfg: DemoConfig, work: TeacherWork, two_step: bool):
-    from ardistill.training.config import LossConfig, OptimConfig, recipe
-
     steps = 2 if two_step else 1
     return recipe(
         "tiny-2step" if two_step else "tiny-1step", pairs=str(work.pairs_train),
@@ -105,8 +113,6 @@ def sample_split(teacher: Teacher, cfg: DemoConfig, trained_split: int) -> int:
 
 def train_students(teacher: Teacher, cfg: DemoConfig, work: TeacherWork) -> dict:
     """{1: (TrainedStudent, record), 2: (...)}: the EMA students, loaded from their exports."""
-    from ardistill.training import load_trained_student, train
-
     out = {}
     for steps, s in ((1, cfg.one_step), (2, cfg.two_step)):
         res = train(train_config(s, cfg, work, steps == 2), teacher=teacher)
@@ -123,25 +129,24 @@ def train_students(teacher: Teacher, cfg: DemoConfig, work: TeacherWork) -> dict
 def methods_of(teacher: Teacher, cfg: DemoConfig, work: TeacherWork, spec: str,
                students: dict) -> list[Method]:
     """The report's rows for one teacher, in Table-1 order."""
-    base = SampleConfig(teacher=spec, num=cfg.eval_samples, batch_size=cfg.sample_batch,
-                        seed=cfg.seed + 1, classes="random", teacher_choice=cfg.choice,
-                        pngs=False)
+    base = SampleConfig(Models(spec), num=cfg.eval_samples, batch_size=cfg.sample_batch,
+                        seed=cfg.seed + 1, classes="random", pngs=False)
     s_total = teacher.layout.num_steps
+
+    def row(key: str, method: str, steps: int, spec_, student=None) -> Method:
+        c = replace(base, method=spec_)
+        return Method(key, method, steps, c, prepare(c, teacher, student))
+
     rows = [Method("teacher", "teacher", s_total)]
     for steps in (1, 2):
         ts, rec = students[steps]
-        c = _replace(base, method="dd", t_list=tuple(ts.t_list), split=rec["sample_split"])
-        rows.append(Method(f"dd-{steps}", "dd", steps, c, prepare(teacher, c), ts.student))
-    one = _replace(base, method="onestep", marginals=str(work.pairs_train))
-    rows.append(Method("onestep*", "onestep*", 1, one, prepare(teacher, one)))
+        rows.append(row(f"dd-{steps}", "dd", steps,
+                        DDMethod(t_list=tuple(ts.t_list), split=rec["sample_split"]), ts.student))
+    rows.append(row("onestep*", "onestep*", 1,
+                    OneStepMethod(cfg.choice, marginals=str(work.pairs_train))))
     k = cfg.skip_k(teacher.family)
-    sk = _replace(base, method="skip", skip=k)
-    rows.append(Method(f"skip-{k}", "skip-k", s_total - k, sk, prepare(teacher, sk)))
+    rows.append(row(f"skip-{k}", "skip-k", s_total - k, SkipMethod(k, cfg.choice)))
     return rows
-
-
-def _replace(c: SampleConfig, **kw) -> SampleConfig:
-    return replace(c, **kw)
 
 
 @dataclass
@@ -174,7 +179,7 @@ def sample_methods(teacher: Teacher, methods: list[Method], work: TeacherWork,
         if m.config is None:
             out[m.key] = eval_pairs_samples(teacher, work, cfg.sample_batch)
             continue
-        r: SampleResult = sample_with(teacher, m.student, m.config, m.prep)
+        r: SampleResult = sample_with(teacher, m.sampler, m.config)
         out[m.key] = Samples(r.tokens, r.labels, r.images, int(r.settings["parameters"]))
     return out
 
@@ -183,8 +188,6 @@ def evaluate_methods(teacher: Teacher, samples: dict[str, Samples], work: Teache
                      cfg: DemoConfig, reference, extractor) -> dict[str, dict]:
     """Per method: FID (vs the held-out MNIST split), token agreement with the flow-mapped
     teacher of the same noise, teacher NLL (bits per token)."""
-    from ardistill.sampling.evaluate import evaluate_images
-
     flow_ref = read_tokens(work.pairs_eval)
     out = {}
     for key, s in samples.items():
@@ -204,12 +207,12 @@ def bench_methods(teacher: Teacher, methods: list[Method], cfg: DemoConfig) -> d
     out = {}
     for m in methods:
         c = m.config if m.config is not None else SampleConfig(
-            teacher=teacher.name, method="teacher", teacher_choice="multinomial")
-        c = _replace(c, num=1, batch_size=1, seed=cfg.seed + 2)
-        prep = m.prep if m.prep is not None else Prepared()
+            Models(teacher.name), TeacherMethod("multinomial"))
+        c = replace(c, num=1, batch_size=1, seed=cfg.seed + 2)
+        sampler = m.sampler if m.sampler is not None else prepare(c, teacher, None)
         times = []
         for i in range(cfg.bench_warmup + cfg.bench_repeats):
-            r = sample_with(teacher, m.student, _replace(c, seed=cfg.seed + 2 + i), prep)
+            r = sample_with(teacher, sampler, replace(c, seed=cfg.seed + 2 + i))
             if i >= cfg.bench_warmup:
                 times.append(r.seconds_generate + r.seconds_decode)
         out[m.key] = {"seconds_per_image": statistics.median(times),

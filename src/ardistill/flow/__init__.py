@@ -4,7 +4,8 @@ output distribution is the teacher's per-position sampling distribution.
 Time convention, used everywhere in ardistill: `x_t = (1 - t) x0 + t eps`; t = 1 is noise,
 t = 0 is data. Pure math: tensors in, tensors out, any device, no global RNG, no I/O.
 
-- `posterior`: posterior weights, denoiser and velocity of a Dirac mixture; input checks.
+- `posterior`: posterior weights, denoiser, velocity and score of a Dirac mixture (the
+  textbook forms); input checks.
 - `solver`: `map_noise_to_tokens` (the public map), `FlowMap` / `solve_flow` (with a config
   and per-row cost statistics); `steps`: time variable and multistep weights; `kernels`:
   the row-local posterior, denoiser and collapse-certificate kernels.
@@ -16,6 +17,7 @@ from ardistill.flow.posterior import (
     denoiser,
     flow_sum_tolerance,
     posterior_log_weights,
+    score,
     velocity,
 )
 from ardistill.flow.solver import (
@@ -38,6 +40,7 @@ __all__ = [
     "flow_sum_tolerance",
     "map_noise_to_tokens",
     "posterior_log_weights",
+    "score",
     "solve_flow",
     "TimeVariable",
     "velocity",

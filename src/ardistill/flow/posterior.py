@@ -6,9 +6,13 @@ noise, t = 0 is data. For one position with distribution `p` over codebook vecto
     w_j(x, t) ∝ p_j exp(-||x - (1 - t) c_j||^2 / (2 t^2))      (posterior over entries)
     D(x, t)   = sum_j w_j c_j                                   (denoiser)
     v(x, t)   = (x - D(x, t)) / t                               (velocity, dx/dt = v)
+    s(x, t)   = -(x - (1 - t) D(x, t)) / t^2                    (score, grad_x log p_t(x))
 
-The solver works in two other variables: the signal-to-noise ratio `rho = (1 - t) / t`
-(0 at noise, infinite at data) and the rescaled state `y = x / t`. Expanding the square,
+These textbook forms are the reference of the tests and the teacher's exact conditional score
+of DD2 (method.md §10); the solver (`flow.kernels`) computes the same posterior in its own
+variables, in fixed-size row blocks. The solver works in two other variables: the
+signal-to-noise ratio `rho = (1 - t) / t` (0 at noise, infinite at data) and the rescaled state
+`y = x / t`. Expanding the square,
 
     log w_j = log p_j + rho <y, c_j> - rho^2 ||c_j||^2 / 2 + (a constant per row)
     dy/drho = D(y, rho),  y(rho = 0) = eps,
@@ -163,3 +167,12 @@ def velocity(x: Tensor, t: Tensor | float, probs: Tensor, codebook: Tensor) -> T
     t_ = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     t_ = t_.unsqueeze(-1) if t_.dim() else t_
     return (x - denoiser(x, t, probs, codebook)) / t_
+
+
+def score(x: Tensor, t: Tensor | float, probs: Tensor, codebook: Tensor) -> Tensor:
+    """The score of the noised mixture, grad_x log p_t(x) = -(x - (1 - t) D(x, t)) / t^2
+    (p_t: the law of x_t = (1 - t) x0 + t eps, x0 ~ sum_j p_j delta(c_j)). Shapes as
+    `posterior_log_weights`; returns (..., d) in x's dtype. method.md §10."""
+    t_ = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    t_ = t_.unsqueeze(-1) if t_.dim() else t_
+    return -(x - (1 - t_) * denoiser(x, t, probs, codebook)) / (t_ * t_)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ardistill.flow import kernels as K
+import ardistill.flow.kernels as K
 from ardistill.flow.posterior import check_codebook, check_flow_inputs, log_probs
 from ardistill.flow.steps import Grid, TimeVariable
 

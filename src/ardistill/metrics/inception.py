@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ardistill.errors import CheckpointError
 from ardistill.metrics.extractor import FeatureExtractor
-from ardistill.utils.checkpoint import CheckpointError, load_strict, read_state_dict
+from ardistill.utils.checkpoint import load_strict, read_state_dict
 
 INPUT_SIZE = 299
 NUM_CLASSES = 1008

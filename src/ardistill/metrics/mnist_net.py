@@ -2,7 +2,7 @@
 
 The FID Inception network knows ImageNet, not 32x32 digits; the embedded default measures FID,
 precision/recall and IS with this CNN instead (trained by `ardistill zoo train-features`, its
-weights ship in `ardistill/zoo/weights/mnist_features.safetensors`). Inputs are the embedded
+weights ship in `ardistill/weights/mnist_features.safetensors`). Inputs are the embedded
 image format (data/mnist.py): (N, 3, 32, 32) in [-1, 1] or uint8.
 
 Architecture: stages of conv3x3 -> BatchNorm -> ReLU units with a 2x2 max pool between stages
@@ -20,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ardistill.errors import CheckpointError
 from ardistill.metrics.extractor import FeatureExtractor
-from ardistill.utils.checkpoint import CheckpointError, load_strict, read_state_dict
+from ardistill.utils.checkpoint import load_strict, read_state_dict
 from ardistill.utils.images import from_uint8
+from ardistill.utils.safetensors_io import save_safetensors
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,6 @@ CONFIG_METADATA_KEY = "mnist_net_config"
 
 def save_mnist_features(model: MnistFeatureNet, path: str | Path) -> Path:
     """Write the weights as safetensors, the config in the file's metadata."""
-    from ardistill.utils.safetensors_io import save_safetensors
-
     path = Path(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return save_safetensors(sd, path, {CONFIG_METADATA_KEY: model.config.to_json()})

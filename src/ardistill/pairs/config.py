@@ -15,12 +15,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ardistill.pairs.seeds import check_seed
+from ardistill.core.pairs_format import FORMAT, FORMAT_VERSION
+from ardistill.core.seeds import check_seed
 from ardistill.teachers.base import SamplingConfig, Teacher
+from ardistill.utils import dtypes
 
-FORMAT = "ardistill-pairs"
-FORMAT_VERSION = 1
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Fields of the identity that describe, but do not define, the dataset (not compared).
 INFORMATIONAL = {("teacher", "spec")}
 
@@ -34,7 +33,8 @@ class PairsSettings:
         samples [j*m, (j+1)*m) together, so results do not depend on the batch size
         (docs/pairs.md, "Batch invariance"); shard_size must be a multiple of it;
     threads: CPU threads of intra-op parallelism during generation (CPU float results depend
-        on the thread count); dtype: teacher compute dtype name (DTYPES);
+        on the thread count); dtype: teacher compute dtype (`utils.dtypes` name, recorded
+        in its long spelling, e.g. "float32");
     flow_steps: the flow solver's main-grid steps (None: its default);
     classes: class subset labels are drawn from (None: all; class-conditional teachers);
     sampling: teacher sampling (None: the teacher's DD default).
@@ -59,8 +59,7 @@ class PairsSettings:
         if self.shard_size < 1 or self.shard_size % self.micro_batch:
             raise ValueError(f"shard_size ({self.shard_size}) must be a positive multiple of "
                              f"micro_batch ({self.micro_batch})")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        object.__setattr__(self, "dtype", dtypes.long_name(self.dtype))  # recorded spelling
         if self.classes is not None and not self.classes:
             raise ValueError("classes must not be empty")
 
@@ -128,7 +127,7 @@ def dataset_identity(
     spec: str | None = None,
 ) -> dict:
     """The JSON identity of a dataset. condition: {"kind": "class", "classes": [...]} or the
-    caption description (pairs/captions.py); flow: `flowmap.flow_identity(...)`."""
+    caption description (`core.captions`); flow: `core.choosers.flow_identity(...)`."""
     lay = teacher.layout
     gen = asdict(settings)
     gen.pop("sampling")

@@ -12,37 +12,20 @@ computed in fixed-size blocks, independent of the batch around them).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ardistill.pairs.captions import Captions
-from ardistill.pairs.config import (
-    DTYPES,
-    PairsSettings,
-    check_classes,
-    resolve_sampling,
-)
-from ardistill.pairs.flowmap import FlowChooser, NoiseMap, build_noise_map
-from ardistill.pairs.seeds import caption_rows, class_labels, noise_seeds, regenerate_noise
+from ardistill.core.captions import Captions
+from ardistill.core.choosers import NoiseChooser, NoiseMap, build_noise_map
+from ardistill.core.seeds import caption_rows, class_labels, noise_seeds, regenerate_noise
+from ardistill.pairs.config import PairsSettings, check_classes, resolve_sampling
 from ardistill.teachers.base import Chooser, Condition, SamplingConfig, Teacher
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` torch intra-op threads, restoring the previous count after."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+from ardistill.utils import dtypes
+from ardistill.utils.threads import intra_op_threads
 
 
 @torch.no_grad()
@@ -124,7 +107,7 @@ class PairsJob:
 
     @property
     def dtype(self) -> torch.dtype:
-        return DTYPES[self.settings.dtype]
+        return dtypes.resolve(self.settings.dtype)
 
     def conditions(self, index: np.ndarray) -> tuple[Condition, np.ndarray]:
         """(n,) int64 sample indices -> (Condition of n samples, (n,) stored condition column)."""
@@ -145,7 +128,7 @@ class PairsJob:
         lay = self.teacher.layout
         noise = regenerate_noise(seeds, lay.num_positions, self.teacher.codebook_dim)
         cond, column = self.conditions(index)
-        chooser = FlowChooser(self.noise_map, noise.to(self.device), lay)
+        chooser = NoiseChooser(self.noise_map, noise.to(self.device), lay)
         with intra_op_threads(self.settings.threads):
             tokens = decode_lockstep(self.teacher, cond, self.sampling, chooser, m)
         return SampleBlock(index, seeds, column, tokens.to("cpu"), noise)

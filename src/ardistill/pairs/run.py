@@ -20,7 +20,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ardistill.pairs.captions import Captions, store_captions
+from ardistill.core.captions import Captions
+from ardistill.core.choosers import flow_identity
+from ardistill.core.pairs_format import (
+    CONFIG,
+    MANIFEST,
+    build_manifest,
+    read_json,
+    sidecar_name,
+    store_captions,
+)
+from ardistill.errors import PairsFileError, SettingsMismatch
 from ardistill.pairs.config import (
     GenOptions,
     PairsSettings,
@@ -28,25 +38,11 @@ from ardistill.pairs.config import (
     environment,
     identity_diff,
 )
-from ardistill.pairs.files import (
-    CONFIG,
-    MANIFEST,
-    PairsFileError,
-    atomic_write_json,
-    is_tmp,
-    read_json,
-    sidecar_name,
-)
-from ardistill.pairs.flowmap import flow_identity
 from ardistill.pairs.generate import PairsJob, SampleBlock
-from ardistill.pairs.manifest import build_manifest
 from ardistill.pairs.shards import shard_state, write_shard
 from ardistill.teachers.base import Teacher
 from ardistill.utils.dist import DistContext
-
-
-class SettingsMismatch(ValueError):
-    """The output folder holds a dataset made with other settings or another teacher."""
+from ardistill.utils.files import atomic_write_json, is_tmp
 
 
 @dataclass

@@ -24,20 +24,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ardistill.pairs.captions import open_stored_captions
-from ardistill.pairs.config import identity_diff, settings_from_identity
-from ardistill.pairs.dataset import PairsDataset
-from ardistill.pairs.files import CAPTIONS, CONFIG, PairsFileError, read_json, sha256_file
-from ardistill.pairs.flowmap import flow_identity
-from ardistill.pairs.generate import PairsJob
-from ardistill.pairs.seeds import (
-    caption_rows,
-    class_labels,
-    noise_seeds,
-    regenerate_noise,
+from ardistill.core.choosers import flow_identity
+from ardistill.core.pairs_dataset import PairsDataset
+from ardistill.core.pairs_format import (
+    CAPTIONS,
+    CONFIG,
+    open_shard,
+    open_stored_captions,
+    read_json,
 )
-from ardistill.pairs.shards import check_shard_file, open_shard
+from ardistill.core.seeds import caption_rows, class_labels, noise_seeds, regenerate_noise
+from ardistill.errors import PairsFileError
+from ardistill.pairs.config import identity_diff, settings_from_identity
+from ardistill.pairs.generate import PairsJob
+from ardistill.pairs.shards import check_shard_file
 from ardistill.teachers.base import Teacher
+from ardistill.utils.files import sha256_file
 
 DIGEST_CHUNK = 256  # samples hashed per step (bounds memory: VAR-d16 about 24 MB)
 

@@ -21,10 +21,22 @@ point of skipping); filling costs one chooser call per skipped step.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ardistill.teachers.base import Chooser, Condition, SamplingConfig, Teacher, TokenLayout
+from ardistill.core.captions import Captions
+from ardistill.core.choosers import RowMultinomialChooser
+from ardistill.core.pairs_dataset import PairsDataset
+from ardistill.core.seeds import caption_rows, choice_seeds, sample_labels
+from ardistill.teachers.base import (
+    Chooser,
+    Condition,
+    SamplingConfig,
+    Teacher,
+    TokenLayout,
+    decode,
+)
 
 
 def token_marginals(tokens: Tensor, vocab_size: int, smoothing: float = 0.0) -> Tensor:
@@ -45,6 +57,33 @@ def token_marginals(tokens: Tensor, vocab_size: int, smoothing: float = 0.0) -> 
     counts.scatter_add_(1, tokens.long().T.cpu(), ones)
     counts += smoothing
     return (counts / counts.sum(-1, keepdim=True)).float()
+
+
+@torch.no_grad()
+def estimate_marginals(teacher: Teacher, method, *, seed: int, batch_size: int,
+                       captions: Captions | None = None) -> Tensor:
+    """onestep* marginals (N, V) of `method` (`sampling.spec.OneStepMethod`): from the pairs
+    dataset `method.marginals` (its teacher must be this one) or from `method.marginal_samples`
+    fresh multinomial teacher samples (balanced classes, or the caption rows i mod R of
+    `captions` for a text-conditional teacher)."""
+    if method.marginals is not None:
+        ds = PairsDataset(method.marginals)
+        if ds.teacher_fingerprint != teacher.fingerprint():
+            raise ValueError(f"{method.marginals}: pairs of another teacher than {teacher.name}")
+        tokens = torch.from_numpy(ds.read(np.arange(len(ds)))["tokens"])
+        return token_marginals(tokens, teacher.vocab_size)
+    device = teacher.dd_codebook().device
+    chunks = []
+    for first in range(0, method.marginal_samples, batch_size):
+        index = np.arange(first, min(method.marginal_samples, first + batch_size))
+        if captions is not None:
+            cond = captions.condition(caption_rows(index, captions.rows)).to(device)
+        else:
+            labels = sample_labels(seed, index, "balanced", list(range(teacher.num_classes)))
+            cond = Condition(labels=labels.to(device))
+        choose = RowMultinomialChooser(choice_seeds(seed, index, b"marginals").tolist())
+        chunks.append(decode(teacher, cond, teacher.default_sampling, choose).cpu())
+    return token_marginals(torch.cat(chunks), teacher.vocab_size)
 
 
 @torch.no_grad()

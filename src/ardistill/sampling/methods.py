@@ -5,12 +5,12 @@ student starts from and the flow map consumes) and its `Condition`, and returns 
 `(B, N)` int64 and, for DD samplers, the final latent sequence `(B, N, d)` (the continuous
 head's positions are not snapped; tokens there are the nearest codewords, `nearest_codes`).
 
-Randomness. A sampler never touches a global RNG: the "multinomial" choice draws from one
-`torch.Generator` per sample, seeded from that sample's seed (`RowMultinomialChooser`), so a
-sample is a pure function of (seed, index) whatever the batch around it (up to floating-point
-differences of the networks between batch sizes). The "flow" choice maps each position's noise
-through the flow map (the result is a deterministic function of the noise); "greedy" takes the
-argmax.
+Randomness. A sampler never touches a global RNG: it gets a chooser (`core.choosers`): the
+"multinomial" choice draws from one `torch.Generator` per sample, seeded from that sample's
+seed, so a sample is a pure function of (seed, index) whatever the batch around it (up to
+floating-point differences of the networks between batch sizes); the "flow" choice maps each
+position's noise through the flow map (a deterministic function of the noise); "greedy" takes
+the argmax.
 
 Methods (names as `ardistill sample --method` takes them):
 - teacher: the teacher's AR loop with the chosen choice (`sample_teacher`);
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ardistill.pairs.flowmap import FlowChooser, build_noise_map
 from ardistill.student.base import Student
 from ardistill.student.procedure import few_step, nearest_codes, teacher_involved
 from ardistill.teachers.base import (
@@ -35,52 +34,8 @@ from ardistill.teachers.base import (
     Condition,
     SamplingConfig,
     Teacher,
-    TokenLayout,
     decode,
-    greedy_chooser,
 )
-
-CHOICES = ("multinomial", "flow", "greedy")
-
-
-@dataclass
-class RowMultinomialChooser:
-    """Multinomial sampling with one generator per sample (row of the batch).
-
-    seeds: (B,) int64 per-sample seeds. Row b of every step draws from its own generator, so
-    its tokens do not depend on which samples share the batch."""
-
-    seeds: Sequence[int]
-
-    def __post_init__(self) -> None:
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
-
-    def __call__(self, step: int, probs: Tensor) -> Tensor:
-        """probs: (B, l, V) float32 -> (B, l) int64 (drawn on the CPU, put on probs' device)."""
-        if probs.shape[0] != len(self.generators):
-            raise ValueError(f"{probs.shape[0]} rows but {len(self.generators)} generators")
-        p = probs.detach().float().cpu()
-        out = torch.stack([torch.multinomial(p[b], 1, generator=g)[:, 0]
-                           for b, g in enumerate(self.generators)])
-        return out.to(probs.device)
-
-
-def make_chooser(choice: str, *, noise: Tensor, layout: TokenLayout, codebook: Tensor,
-                 row_seeds: Sequence[int] | None = None, flow_steps: int | None = None) -> Chooser:
-    """A `teachers.base.Chooser` for `choice` in CHOICES.
-
-    noise: (B, N, d) the batch's DD noise (used by "flow"); codebook: (V, d) float32
-    `teacher.dd_codebook()`; row_seeds: (B,) per-sample seeds (needed by "multinomial");
-    flow_steps: the flow solver's main-grid steps (None: its default)."""
-    if choice == "greedy":
-        return greedy_chooser
-    if choice == "multinomial":
-        if row_seeds is None:
-            raise ValueError("the multinomial choice needs per-sample seeds (row_seeds)")
-        return RowMultinomialChooser(list(row_seeds))
-    if choice == "flow":
-        return FlowChooser(build_noise_map(codebook.float(), flow_steps), noise, layout)
-    raise ValueError(f"teacher choice must be one of {', '.join(CHOICES)}, got {choice!r}")
 
 
 @torch.no_grad()

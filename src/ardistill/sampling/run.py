@@ -1,15 +1,18 @@
-"""`sample(cfg)`: every sampler of ardistill behind one config (the function behind
-`ardistill sample`).
+"""`sample(cfg)`: the function behind `ardistill sample`, one straight line:
 
-`sample_with(teacher, student, cfg)` runs on models already loaded (tests, the demo, bench);
-`sample(cfg)` loads them from the config (`ardistill.sampling.models`), samples and writes
-the files (`write_outputs`): PNGs, a grid, the ADM-layout `.npz`, and `tokens.npz`.
+    teacher, student, hints = load_models(cfg)           # load
+    sampler = prepare(cfg, teacher, student, hints)      # resolve the method into a Sampler
+    result = sample_with(teacher, sampler, cfg)          # loop over batches
+    write_outputs(result, cfg.out)                       # PNGs, grid, samples.npz, tokens.npz
+
+`sample_with` runs on models already loaded (tests, the demo, the app, bench).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,86 +20,53 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ardistill.pairs.captions import Captions
-from ardistill.pairs.seeds import caption_rows
-from ardistill.sampling.baselines import sample_onestep, sample_skip
-from ardistill.sampling.methods import (
-    CHOICES,
-    make_chooser,
-    sample_dd,
-    sample_teacher,
-    sample_teacher_involved,
+from ardistill.core.captions import Captions, load_captions
+from ardistill.core.choosers import make_chooser
+from ardistill.core.seeds import caption_rows, choice_seeds, sample_labels, sample_noise
+from ardistill.errors import CheckpointError
+from ardistill.sampling.baselines import estimate_marginals, sample_onestep, sample_skip
+from ardistill.sampling.methods import sample_dd, sample_teacher, sample_teacher_involved
+from ardistill.sampling.spec import (
+    DDMethod,
+    Method,
+    OneStepMethod,
+    SampleConfig,
+    SkipMethod,
+    TeacherInvolvedMethod,
+    TeacherMethod,
 )
-from ardistill.sampling.seeds import LABEL_MODES, choice_seeds, sample_labels, sample_noise
 from ardistill.student.base import Student
+from ardistill.student.files import load_student_file
 from ardistill.teachers.base import Condition, Teacher
+from ardistill.teachers.preset import DDDefaults
+from ardistill.teachers.registry import all_presets, load_teacher
+from ardistill.utils import dtypes
 from ardistill.utils.images import save_grid, save_npz, save_pngs, to_uint8
+from ardistill.weights import student_file
 
-METHODS = ("teacher", "dd", "teacher-involved", "onestep", "skip")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# (noise (B, N, d), condition, choice seeds (B,)) -> (tokens (B, N) int64, latents or None)
+BatchFn = Callable[[Tensor, Condition, np.ndarray], tuple[Tensor, Tensor | None]]
 
 
-@dataclass(frozen=True)
-class SampleConfig:
-    """What to sample. Steps are AR steps (LlamaGen tokens, VAR scales).
+@dataclass
+class Sampler:
+    """A method bound to its models and resolved settings. label: the Table-1 name; passes:
+    network passes per image; parameters: of the generating network (Table 1's #Param);
+    settings: what was resolved (t_list, split, ...), recorded in sample.json."""
 
-    method: one of METHODS. t_list: DD timesteps (None: (0,) or (0, t2) from `steps` and the
-    preset's DDDefaults). split: None = the preset's (teacher-involved: its first
-    `split_teacher_involved` value when it has one). teacher_involved: (n, m) of
-    "pre-trained-n-m". teacher_choice: multinomial | flow | greedy, used by the teacher,
-    teacher-involved, skip and onestep methods. skip: k of skip-k. marginals: a pairs dataset
-    folder whose tokens estimate onestep*'s marginals (None: `marginal_samples` fresh teacher
-    samples). classes: "balanced", "random" or a tuple of class ids (cycled, balanced).
-    captions: caption feature file of a text-conditional teacher (`pairs.captions`; sample i
-    uses row i mod R, as in `gen-pairs`); required for those teachers, refused for others."""
-
-    teacher: str
-    method: str = "dd"
-    tokenizer_ckpt: str | None = None
-    student: str | None = None
-    steps: int = 1
-    t_list: tuple[int, ...] | None = None
-    split: int | None = None
-    teacher_involved: tuple[int, int] | None = None
-    teacher_choice: str = "multinomial"
-    official_prefix_quirk: bool = False
-    skip: int = 1
-    marginals: str | None = None
-    marginal_samples: int = 512
-    num: int = 16
-    batch_size: int = 16
-    seed: int = 0
-    classes: str | tuple[int, ...] = "balanced"
-    captions: str | None = None
-    flow_steps: int | None = None
-    device: str = "cpu"
-    dtype: str = "fp32"
-    compile: bool = False
-    out: str | None = None
-    pngs: bool = True
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.teacher_choice not in CHOICES:
-            raise ValueError(f"teacher choice must be one of {', '.join(CHOICES)}")
-        if self.num < 1 or self.batch_size < 1:
-            raise ValueError("num and batch_size must be >= 1")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if isinstance(self.classes, str) and self.classes not in LABEL_MODES:
-            raise ValueError(f"classes must be {' or '.join(LABEL_MODES)} or a list of ids")
-        if self.method == "teacher-involved" and self.teacher_involved is None:
-            raise ValueError("method teacher-involved needs teacher_involved=(n, m)")
-        if self.official_prefix_quirk and self.method != "teacher-involved":
-            raise ValueError("official_prefix_quirk applies to teacher-involved sampling only")
+    label: str
+    passes: int
+    parameters: int
+    run: BatchFn
+    settings: dict = field(default_factory=dict)
+    captions: Captions | None = None
 
 
 @dataclass
 class SampleResult:
     """tokens: (M, N) int64 (DD methods: nearest codewords of the final latents); labels,
-    index: (M,) int64; images: (M, 3, H, W) uint8. Times in seconds: generation (network +
-    flow map), VQ decoding; `steps` the AR/DD network passes per image."""
+    index: (M,) int64 (labels: the caption rows of a text-conditional teacher); images:
+    (M, 3, H, W) uint8. Times in seconds: generation (network + flow map), VQ decoding."""
 
     method: str
     label: str
@@ -115,52 +85,154 @@ class SampleResult:
         return (self.seconds_generate + self.seconds_decode) / max(1, len(self.index))
 
 
-def resolve_t_list(cfg: SampleConfig, dd) -> tuple[int, ...]:
-    """DD timesteps of a dd / teacher-involved config; `dd`: the preset's DDDefaults."""
-    if cfg.method == "teacher-involved":
-        return (0, int(cfg.teacher_involved[1]))
-    if cfg.t_list is not None:
-        return tuple(int(t) for t in cfg.t_list)
-    if cfg.steps == 1:
-        return (0,)
-    if cfg.steps == 2:
-        return (0, int(dd.t2))
-    raise ValueError(f"steps must be 1 or 2 (or give t_list), got {cfg.steps}")
+# ------------------------------------------------------------------------------------- load
 
 
-def resolve_split(cfg: SampleConfig, dd) -> int:
-    if cfg.split is not None:
-        return int(cfg.split)
-    if cfg.method == "teacher-involved" and dd.split_teacher_involved:
-        return int(dd.split_teacher_involved[0])
-    return int(dd.split)
+def default_student_path(teacher_spec: str, steps: int = 1, method: str = "dd1") -> Path:
+    """The shipped student of an embedded preset (`ardistill.weights`)."""
+    preset = all_presets().get(teacher_spec)
+    if preset is None or not preset.embedded:
+        raise CheckpointError(f"no shipped DD student for teacher {teacher_spec!r}: give "
+                         "--student PATH (an exported student, `ardistill train`)")
+    return student_file(teacher_spec, 2 if steps >= 2 else 1, method)
 
 
-def method_label(cfg: SampleConfig, t_list: tuple[int, ...]) -> tuple[str, int]:
-    """(a Table-1 name of the method, network passes per image)."""
-    if cfg.method == "teacher":
-        return f"teacher ({cfg.teacher_choice})", -1
-    if cfg.method == "dd":
-        return f"DD {len(t_list)}-step", len(t_list)
-    if cfg.method == "teacher-involved":
-        n, m = cfg.teacher_involved
-        return f"DD pre-trained-{n}-{m} ({cfg.teacher_choice})", -1
-    if cfg.method == "skip":
-        return f"skip-{cfg.skip}", -1
-    return "onestep*", 1
+def load_models(cfg: SampleConfig) -> tuple[Teacher, Student | None, dict]:
+    """(teacher, student or None when the method needs none, the student file's hints)."""
+    m, dtype = cfg.models, dtypes.resolve(cfg.models.dtype)
+    teacher = load_teacher(m.teacher, tokenizer_ckpt=m.tokenizer_ckpt, device=m.device,
+                           dtype=dtype)
+    if m.compile and hasattr(teacher, "set_compile"):
+        teacher.set_compile(True)  # VAR: compiled blocks in sessions
+    if not cfg.method.needs_student:
+        return teacher, None, {}
+    path = m.student or default_student_path(m.teacher, cfg.method.num_steps)
+    student, hints = load_student_file(teacher, path, device=m.device, dtype=dtype)
+    if m.compile:
+        student = torch.compile(student)
+    return teacher, student, hints
+
+
+# ---------------------------------------------------------------------------------- prepare
+
+
+def dd_settings(method: DDMethod | TeacherInvolvedMethod, teacher: Teacher,
+                hints: dict | None = None) -> tuple[tuple[int, ...], int]:
+    """(t_list, split) of a DD method: the spec's values, else the student file's hints, else
+    the preset's released DDDefaults."""
+    preset = all_presets().get(teacher.name)
+    dd = None if preset is None else preset.dd
+    if hints:
+        t2 = hints["t_list"][1] if len(hints["t_list"]) > 1 else (dd.t2 if dd else 1)
+        dd = DDDefaults(t2=int(t2), split=int(hints["split"]),
+                        split_teacher_involved=dd.split_teacher_involved if dd else ())
+    if isinstance(method, TeacherInvolvedMethod):
+        t_list = (0, method.m)
+        default_split = (dd.split_teacher_involved[0] if dd and dd.split_teacher_involved
+                         else dd.split if dd else None)
+    else:
+        t_list = method.t_list or ((0,) if method.steps == 1 else
+                                   (0, dd.t2) if dd else None)
+        default_split = dd.split if dd else None
+    split = method.split if method.split is not None else default_split
+    if t_list is None or split is None:
+        raise ValueError(f"teacher {teacher.name} has no preset DD settings: give split and "
+                         "t_list")
+    return tuple(int(t) for t in t_list), int(split)
+
+
+def prepare(cfg: SampleConfig, teacher: Teacher, student: Student | None,
+            hints: dict | None = None) -> Sampler:
+    """Bind `cfg.method` to the models: resolved settings, onestep* marginals, captions."""
+    captions = _captions(cfg, teacher)
+    method, codebook = cfg.method, teacher.dd_codebook().float()
+
+    def chooser(choice: str, noise: Tensor, seeds: np.ndarray):
+        return make_chooser(choice, noise=noise, layout=teacher.layout, codebook=codebook,
+                            row_seeds=seeds, flow_steps=cfg.flow_steps)
+
+    if isinstance(method, (DDMethod, TeacherInvolvedMethod)) and student is None:
+        raise ValueError(f"method {method.name} needs a student")
+    if isinstance(method, TeacherMethod):
+        sampler = Sampler(f"teacher ({method.choice})", teacher.layout.num_steps,
+                          _teacher_parameters(teacher), lambda noise, cond, seeds: (
+                              sample_teacher(teacher, cond, chooser(method.choice, noise,
+                                                                    seeds)), None))
+    elif isinstance(method, SkipMethod):
+        sampler = Sampler(f"skip-{method.k}", teacher.layout.num_steps - method.k,
+                          _teacher_parameters(teacher), lambda noise, cond, seeds: (
+                              sample_skip(teacher, cond, method.k,
+                                          chooser(method.choice, noise, seeds)), None))
+    elif isinstance(method, OneStepMethod):
+        marg = estimate_marginals(teacher, method, seed=cfg.seed, batch_size=cfg.batch_size,
+                                  captions=captions)
+        sampler = Sampler("onestep*", 1, 0, lambda noise, cond, seeds: (
+            sample_onestep(marg, teacher.layout, len(cond),
+                           chooser(method.choice, noise, seeds)), None))
+    elif isinstance(method, DDMethod):
+        t_list, split = dd_settings(method, teacher, hints)
+
+        def run_dd(noise, cond, seeds):
+            out = sample_dd(student, noise, cond, t_list, split, codebook)
+            return out.tokens, out.latents
+
+        sampler = Sampler(f"DD {len(t_list)}-step", len(t_list), _parameters(student), run_dd,
+                          {"t_list": list(t_list), "split": split})
+    else:
+        sampler = _teacher_involved(method, teacher, student, hints, chooser, codebook)
+    sampler.captions = captions
+    return sampler
+
+
+def _teacher_involved(method: TeacherInvolvedMethod, teacher: Teacher, student: Student,
+                      hints: dict | None, chooser, codebook: Tensor) -> Sampler:
+    if method.official_prefix_quirk and teacher.family != "var":
+        raise ValueError("official_prefix_quirk applies to VAR teachers only")
+    t_list, split = dd_settings(method, teacher, hints)
+    n, m = method.n, method.m
+
+    def run(noise, cond, seeds):
+        out = sample_teacher_involved(student, teacher, noise, cond, n, m, split, codebook,
+                                      chooser(method.choice, noise, seeds),
+                                      official_prefix_quirk=method.official_prefix_quirk)
+        return out.tokens, out.latents
+
+    passes = int(n > 0) + (m - n) + int(m < teacher.layout.num_steps)  # DD, teacher, DD
+    return Sampler(f"DD pre-trained-{n}-{m} ({method.choice})", passes, _parameters(student),
+                   run, {"t_list": list(t_list), "split": split})
+
+
+def _captions(cfg: SampleConfig, teacher: Teacher) -> Captions | None:
+    if teacher.num_classes == 0:
+        if cfg.captions is None:
+            raise ValueError(f"{teacher.name} is text-conditional: give caption features "
+                             "(`--captions FILE`, docs/pairs.md)")
+        return load_captions(cfg.captions)
+    if cfg.captions is not None:
+        raise ValueError(f"{teacher.name} is class-conditional: --captions applies to "
+                         "text-conditional teachers only")
+    return None
+
+
+def _parameters(net) -> int:
+    return sum(p.numel() for p in net.parameters()) if isinstance(net, torch.nn.Module) else 0
+
+
+def _teacher_parameters(teacher: Teacher) -> int:
+    """The teacher's AR model (VQ excluded)."""
+    return _parameters(getattr(teacher, "gpt", None) or getattr(teacher, "model", None))
+
+
+# ------------------------------------------------------------------------------------- loop
 
 
 def batch_inputs(teacher: Teacher, cfg: SampleConfig, index: np.ndarray,
                  captions: Captions | None = None) -> tuple[Tensor, Condition, np.ndarray]:
-    """(noise (B, N, d) on the teacher's device, Condition, (B,) choice seeds) of samples.
-    captions: the caption features of a text-conditional teacher (`Prepared.captions`)."""
+    """(noise (B, N, d) on the teacher's device, Condition, (B,) choice seeds) of samples."""
     lay = teacher.layout
     noise = sample_noise(cfg.seed, index, lay.num_positions, teacher.codebook_dim)
     device = teacher.dd_codebook().device
-    if teacher.num_classes == 0:
-        if captions is None:
-            raise ValueError(f"{teacher.name} is text-conditional: give caption features "
-                             "(`--captions FILE`, docs/pairs.md)")
+    if captions is not None:
         cond = captions.condition(caption_rows(index, captions.rows)).to(device)
         return noise.to(device), cond, choice_seeds(cfg.seed, index)
     if isinstance(cfg.classes, str):
@@ -173,75 +245,23 @@ def batch_inputs(teacher: Teacher, cfg: SampleConfig, index: np.ndarray,
     return noise.to(device), Condition(labels=labels.to(device)), choice_seeds(cfg.seed, index)
 
 
-@dataclass
-class Prepared:
-    """What a run needs besides the models: resolved DD settings, onestep* marginals and the
-    caption features of a text-conditional teacher."""
-
-    t_list: tuple[int, ...] = (0,)
-    split: int = 0
-    marginals: Tensor | None = None  # (N, V) float32, onestep* only
-    captions: Captions | None = None
-
-
-@torch.no_grad()
-def generate_batch(teacher: Teacher, student: Student | None, cfg: SampleConfig,
-                   prep: Prepared, index: np.ndarray) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Samples `index` -> (tokens (B, N) int64, DD latents (B, N, d) or None, labels (B,):
-    the class labels, or the caption rows of a text-conditional teacher)."""
-    noise, cond, seeds = batch_inputs(teacher, cfg, index, prep.captions)
-    tokens, latents = _run_method(teacher, student, cfg, prep, noise, cond, seeds)
-    if cond.labels is None:
-        return tokens, latents, torch.from_numpy(caption_rows(index, prep.captions.rows))
-    return tokens, latents, cond.labels
-
-
-def _run_method(teacher: Teacher, student: Student | None, cfg: SampleConfig, prep: Prepared,
-                noise: Tensor, cond: Condition, seeds: np.ndarray
-                ) -> tuple[Tensor, Tensor | None]:
-    codebook = teacher.dd_codebook().float()
-    choose = make_chooser(cfg.teacher_choice, noise=noise, layout=teacher.layout,
-                          codebook=codebook, row_seeds=seeds, flow_steps=cfg.flow_steps)
-    if cfg.method == "teacher":
-        return sample_teacher(teacher, cond, choose), None
-    if cfg.method == "skip":
-        return sample_skip(teacher, cond, cfg.skip, choose), None
-    if cfg.method == "onestep":
-        return sample_onestep(prep.marginals, teacher.layout, len(cond), choose), None
-    if student is None:
-        raise ValueError(f"method {cfg.method} needs a student")
-    if cfg.method == "dd":
-        out = sample_dd(student, noise, cond, prep.t_list, prep.split, codebook)
-    else:
-        n, m = cfg.teacher_involved
-        out = sample_teacher_involved(student, teacher, noise, cond, n, m, prep.split, codebook,
-                                      choose, official_prefix_quirk=cfg.official_prefix_quirk)
-    return out.tokens, out.latents
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
-def sample_with(teacher: Teacher, student: Student | None, cfg: SampleConfig,
-                prep: Prepared | None = None) -> SampleResult:
-    """Sample `cfg.num` images in batches of `cfg.batch_size` with loaded models.
-
-    prep: resolved settings (default: `prepare(teacher, cfg)`; onestep* estimates its
-    marginals there)."""
-    from ardistill.sampling.models import prepare
-
-    prep = prepare(teacher, cfg) if prep is None else prep
+def sample_with(teacher: Teacher, sampler: Sampler, cfg: SampleConfig) -> SampleResult:
+    """Sample `cfg.num` images in batches of `cfg.batch_size` with a prepared sampler."""
     device = teacher.dd_codebook().device
     toks, imgs, labels = [], [], []
     t_gen = t_dec = 0.0
     for first in range(0, cfg.num, cfg.batch_size):
         index = np.arange(first, min(cfg.num, first + cfg.batch_size), dtype=np.int64)
+        noise, cond, seeds = batch_inputs(teacher, cfg, index, sampler.captions)
         _sync(device)
         t0 = time.perf_counter()
-        tokens, latents, lab = generate_batch(teacher, student, cfg, prep, index)
+        tokens, latents = sampler.run(noise, cond, seeds)
         _sync(device)
         t1 = time.perf_counter()
         images = (teacher.decode_tokens(tokens.to(device)) if latents is None
@@ -251,46 +271,28 @@ def sample_with(teacher: Teacher, student: Student | None, cfg: SampleConfig,
         t_gen += t1 - t0
         toks.append(tokens.cpu())
         imgs.append(to_uint8(images.float().cpu()))
-        labels.append(lab.cpu())
-    label, steps = method_label(cfg, prep.t_list)
-    if steps < 0:
-        steps = _teacher_steps(teacher, cfg)
-    settings = {k: v for k, v in asdict(cfg).items()}
-    settings.update(t_list=list(prep.t_list), split=prep.split,
-                    parameters=network_parameters(teacher, student, cfg.method))
-    if prep.captions is not None:
-        settings["condition"] = prep.captions.identity()  # labels = caption rows
-    return SampleResult(cfg.method, label, steps, torch.cat(toks), torch.cat(labels),
-                        torch.arange(cfg.num), torch.cat(imgs), t_gen, t_dec, settings)
+        labels.append(cond.labels.cpu() if cond.labels is not None else
+                      torch.from_numpy(caption_rows(index, sampler.captions.rows)))
+    return SampleResult(cfg.method.name, sampler.label, sampler.passes, torch.cat(toks),
+                        torch.cat(labels), torch.arange(cfg.num), torch.cat(imgs), t_gen, t_dec,
+                        _settings(cfg, sampler))
 
 
-def network_parameters(teacher: Teacher, student: Student | None, method: str) -> int:
-    """Parameters of the generating network (Table 1's #Param): the student for DD methods,
-    the teacher's AR model (VQ excluded) for teacher and skip, 0 for onestep*."""
-    if method == "onestep":
-        return 0
-    net = student if method in ("dd", "teacher-involved") else (
-        getattr(teacher, "gpt", None) or getattr(teacher, "model", None))
-    if not isinstance(net, torch.nn.Module):
-        return 0
-    return sum(p.numel() for p in net.parameters())
+def _settings(cfg: SampleConfig, sampler: Sampler) -> dict:
+    out = asdict(cfg)
+    out["method"] = {"name": cfg.method.name, **out["method"]}
+    out.update(sampler.settings, parameters=sampler.parameters)
+    if sampler.captions is not None:
+        out["condition"] = sampler.captions.identity()  # labels = caption rows
+    return out
 
 
-def _teacher_steps(teacher: Teacher, cfg: SampleConfig) -> int:
-    """Network passes per image of the methods that run the teacher."""
-    s = teacher.layout.num_steps
-    if cfg.method == "teacher":
-        return s
-    if cfg.method == "skip":
-        return s - cfg.skip
-    n, m = cfg.teacher_involved  # one DD step when n > 0, the teacher's m - n, one at m
-    return int(n > 0) + (m - n) + int(m < s)
+# ------------------------------------------------------------------------------------ write
 
 
 def write_outputs(result: SampleResult, out: str | Path, pngs: bool = True) -> dict:
     """Files of a run in `out`: images/NNNNNN.png, grid.png, samples.npz (ADM layout: arr_0
-    uint8 (M, H, W, 3), arr_1 labels), tokens.npz (tokens, labels, index), sample.json.
-    Labels are the caption rows for a text-conditional teacher."""
+    uint8 (M, H, W, 3), arr_1 labels), tokens.npz (tokens, labels, index), sample.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"npz": str(save_npz(out / "samples.npz", result.images, result.labels)),
@@ -312,13 +314,14 @@ def write_outputs(result: SampleResult, out: str | Path, pngs: bool = True) -> d
     return files
 
 
-def sample(cfg: SampleConfig, load=None) -> SampleResult:
-    """Load the models named in `cfg`, sample, and write the files when `cfg.out` is set.
-    load: a `sampling.models.TeacherLoader` (default: presets and checkpoint paths)."""
-    from ardistill.sampling.models import load_models, load_teacher_from_spec, prepare
-
-    teacher, student, hints = load_models(cfg, load or load_teacher_from_spec)
-    result = sample_with(teacher, student, cfg, prepare(teacher, cfg, hints=hints))
+def sample(cfg: SampleConfig) -> SampleResult:
+    """Load the models named in `cfg`, sample, and write the files when `cfg.out` is set."""
+    teacher, student, hints = load_models(cfg)
+    result = sample_with(teacher, prepare(cfg, teacher, student, hints), cfg)
     if cfg.out is not None:
         write_outputs(result, cfg.out, cfg.pngs)
     return result
+
+
+__all__ = ["Method", "SampleConfig", "SampleResult", "Sampler", "load_models", "prepare",
+           "sample", "sample_with", "write_outputs"]

@@ -4,42 +4,37 @@ Everything is in AR steps through `TokenLayout`: at DD timestep `t` the first `l
 positions hold data (codebook vectors) and the rest hold the ORIGINAL noise. These functions
 match the official release (`eval_fewstep.py`, `VAR/sample.py`), which the oracle pack records:
 
-- `perturb(x, noise, t)`: data before `begin(t)`, the same initial noise after;
+- X_t (`teachers.base.dd_state`): data before `begin(t)`, the same initial noise after;
 - `final_predict`: student outputs from `begin(t)` on; before it the input vectors and one-hot
   logits at their nearest codeword (at t = 0 the raw outputs);
 - `final_sequence(..., split)`: `codebook[argmax logits]` before `begin(split)`, the continuous
   head from there on;
 - `few_step`: `x = noise`; for t in t_list:
-  `x = final_sequence(final_predict(student(perturb(x))))`. Each `step` computes exactly that,
+  `x = final_sequence(final_predict(student(X_t)))`. Each `step` computes exactly that,
   asking the student for the logits of the positions it uses only (`logits_range`);
 - `teacher_involved`: "pre-trained-n-m" (method.md §6): a DD step, the teacher regenerates
   steps n..m-1 after the snapped prefix (any chooser: greedy, multinomial, or the flow map
-  through `NoiseChooser`), a DD step at m.
+  through `core.choosers.NoiseChooser`), a DD step at m.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ardistill.student.base import Student, StudentOutput
-from ardistill.teachers.base import Chooser, Condition, SamplingConfig, Teacher, TokenLayout, decode
-
-
-def data_mask(layout: TokenLayout, t: Tensor, n: int | None = None) -> Tensor:
-    """(B,) int64 timesteps -> (B, N) bool, True at data positions (< layout.begin(t))."""
-    n = layout.num_positions if n is None else n
-    begins = torch.tensor([layout.begin(s) for s in range(layout.num_steps + 1)], device=t.device)
-    return torch.arange(n, device=t.device)[None, :] < begins[t.long()][:, None]
-
-
-def perturb(layout: TokenLayout, x_data: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """X_t: x_data (B, N, d) before begin(t), noise (B, N, d) after. t: (B,) int64."""
-    m = data_mask(layout, t, x_data.shape[1])[..., None]
-    return torch.where(m, x_data, noise)
+from ardistill.teachers.base import (
+    Chooser,
+    Condition,
+    SamplingConfig,
+    Teacher,
+    TokenLayout,
+    dd_state,
+    decode,
+)
 
 
 def nearest_codes(x: Tensor, codebook: Tensor, chunk: int = 4096) -> Tensor:
@@ -64,7 +59,7 @@ def final_predict(
     codeword, -inf elsewhere); student outputs from begin(t) on. Shapes as StudentOutput."""
     if bool((t == 0).all()):
         return out
-    m = data_mask(layout, t, x_t.shape[1])
+    m = layout.data_mask(t, x_t.shape[1])
     idx = nearest_codes(x_t, codebook)
     onehot = torch.full_like(out.logits, float("-inf"))
     onehot.scatter_(-1, idx[..., None], 0.0)
@@ -99,7 +94,7 @@ def step(
     layout = student.layout
     lo, hi = layout.begin(t), layout.begin(split)
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    x_t = perturb(layout, x, noise, tt)
+    x_t = dd_state(layout, x, noise, tt)
     out = student(x_t, cond, tt, logits_range=(lo, max(lo, hi)))
     seq = out.conti.clone()  # (B, N, d); tiny, and keeps the student's output untouched
     seq[:, :lo] = x_t[:, :lo]  # data positions keep their vectors (final_predict)
@@ -146,24 +141,6 @@ def _check_t_list(layout: TokenLayout, t_list: Sequence[int]) -> None:
 
 
 @dataclass
-class NoiseChooser:
-    """A chooser driven by the DD noise of the positions it fills, e.g. the flow map
-    (method.md §2): `NoiseChooser(FlowMap(codebook), noise, teacher.layout)`. With it a
-    teacher-involved sample stays a deterministic function of the noise.
-
-    map: (B, l, d) noise, (B, l, V) probs -> (B, l) int64 tokens; noise: (B, N, d), the same
-    noise the student starts from."""
-
-    map: Callable[[Tensor, Tensor], Tensor]
-    noise: Tensor
-    layout: TokenLayout
-
-    def __call__(self, step: int, probs: Tensor) -> Tensor:
-        eps = self.noise[:, self.layout.step_slice(step)].to(probs.device)
-        return self.map(eps, probs).long()
-
-
-@dataclass
 class TeacherInvolvedTrace:
     """Intermediate states of `teacher_involved` (N positions, d codebook dims).
 
@@ -201,7 +178,7 @@ def teacher_involved(
     1. n > 0: one DD step at t = 0 from `noise` (B, N, d); snap every position to its nearest
        codeword and keep the first begin(n) tokens (n = 0 skips this step);
     2. the teacher generates steps n..m-1 after that prefix (`decode` with `choose`:
-       greedy, `MultinomialChooser`, or a `NoiseChooser` over the flow map; `sampling`
+       greedy, `MultinomialChooser`, or `core.choosers.NoiseChooser` over the flow map; `sampling`
        defaults to `teacher.default_sampling`; `teacher_options` go to `teacher.start`, e.g.
        VAR's `official_prefix_quirk=True`);
     3. x = cat(codebook[tokens], noise[:, begin(m):]); one DD step at t = m (none when

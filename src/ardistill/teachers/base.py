@@ -75,6 +75,14 @@ class TokenLayout:
     def step_slice(self, step: int) -> slice:
         return slice(self.begin(step), self.end(step))
 
+    def data_mask(self, t: Tensor, n: int | None = None) -> Tensor:
+        """(B,) int64 DD timesteps -> (B, n) bool, True at data positions (< begin(t)).
+        n: sequence length (default num_positions). On t's device."""
+        n = self.num_positions if n is None else n
+        begins = torch.tensor([self.begin(s) for s in range(self.num_steps + 1)],
+                              device=t.device)
+        return torch.arange(n, device=t.device)[None, :] < begins[t.long()][:, None]
+
 
 @dataclass
 class Condition:
@@ -224,6 +232,14 @@ class Teacher(Protocol):
     def sample_conditions(self, n: int, generator: torch.Generator) -> Condition:
         """n conditions drawn uniformly (class-conditional teachers)."""
         ...
+
+
+def dd_state(layout: TokenLayout, x_data: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """X_t of DD (method.md §3): `x_data` (B, N, d) at the positions before `layout.begin(t)`,
+    the ORIGINAL `noise` (B, N, d) after. t: (B,) int64 AR steps. The one construction of X_t,
+    used by training, sampling and the DD procedure."""
+    m = layout.data_mask(t, x_data.shape[1])[..., None]
+    return torch.where(m, x_data, noise)
 
 
 # A chooser turns a step's sampling distribution into tokens: multinomial, greedy, flow map.

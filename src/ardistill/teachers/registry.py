@@ -11,101 +11,26 @@ detected from its shapes), and fails with a message naming the problem.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from ardistill.teachers.base import SamplingConfig, Teacher
+from ardistill.errors import CheckpointError
+from ardistill.teachers.base import Teacher
+from ardistill.teachers.llamagen import presets as llamagen_presets
+from ardistill.teachers.preset import DDDefaults, TeacherPreset
+from ardistill.teachers.var import presets as var_presets
+from ardistill.utils.checkpoint import read_state_dict
 
-FAMILY_MODULES = (
-    "ardistill.teachers.llamagen.presets",
-    "ardistill.teachers.var.presets",
-)
+__all__ = ["DDDefaults", "TeacherPreset", "all_presets", "get_preset", "load_teacher"]
 
-
-@dataclass(frozen=True)
-class DDDefaults:
-    """Released DD settings for a teacher (method.md §5-6), in AR steps (tokens / scales).
-
-    t2: the second timestep of 2-step sampling and training.
-    split: positions of steps < split take the logits head, the rest the continuous head.
-    split_teacher_involved: splits used with teacher-involved sampling.
-    """
-
-    t2: int
-    split: int
-    split_teacher_involved: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class TeacherPreset:
-    name: str
-    family: str
-    description: str
-    model_config: Any  # the family's model config dataclass
-    tokenizer_config: Any  # the family's tokenizer config dataclass
-    sampling: SamplingConfig  # the teacher sampling used for DD
-    dd: DDDefaults
-    official_files: tuple[str, ...] = ()  # e.g. ("c2i_B_256.pt", "vq_ds16_c2i.pt")
-    embedded: bool = False  # weights ship inside ardistill (the zoo)
-    extra: dict = field(default_factory=dict)
-
-
-# Package folder of the shipped weights (`ardistill/zoo/weights`), read as package data.
-EMBEDDED_WEIGHTS = ("zoo", "weights")
-
-
-@contextlib.contextmanager
-def embedded_checkpoints(
-    preset: TeacherPreset, model_ckpt: str | Path | None, tokenizer_ckpt: str | Path | None
-) -> Iterator[tuple[str | Path, str | Path]]:
-    """(model_ckpt, tokenizer_ckpt) with the preset's shipped package files filling in what was
-    not given (`extra["model_file"]` / `extra["tokenizer_file"]`, found through
-    `importlib.resources`, so an installed package needs nothing else)."""
-    from importlib import resources
-
-    from ardistill.utils.checkpoint import CheckpointError
-
-    folder = resources.files("ardistill")
-    for part in EMBEDDED_WEIGHTS:
-        folder = folder.joinpath(part)
-    with contextlib.ExitStack() as stack:
-        out = []
-        for given, key in ((model_ckpt, "model_file"), (tokenizer_ckpt, "tokenizer_file")):
-            if given is not None:
-                out.append(given)
-                continue
-            res = folder.joinpath(preset.extra[key])
-            if not res.is_file():
-                raise CheckpointError(
-                    f"{preset.name}: the shipped weight file {preset.extra[key]} is missing from "
-                    f"the installed ardistill package ({'/'.join(EMBEDDED_WEIGHTS)}); reinstall "
-                    f"ardistill or rebuild it with `ardistill teacher train {preset.name}`"
-                )
-            out.append(stack.enter_context(resources.as_file(res)))
-        yield out[0], out[1]
-
-
-def _families():
-    # A family whose module is not part of this build (yet) is skipped, not an import error.
-    out = []
-    for name in FAMILY_MODULES:
-        try:
-            out.append(importlib.import_module(name))
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-    return out
+FAMILIES = (llamagen_presets, var_presets)
 
 
 def all_presets() -> dict[str, TeacherPreset]:
     out: dict[str, TeacherPreset] = {}
-    for fam in _families():
+    for fam in FAMILIES:
         out.update(fam.PRESETS)
     return out
 
@@ -126,38 +51,30 @@ def load_teacher(
     dtype: torch.dtype = torch.float32,
     random_weights: bool = False,
 ) -> Teacher:
-    """Load a teacher from a preset name or a model checkpoint path.
+    """Load a teacher from a preset name, a model checkpoint path, or a factory.
 
-    spec: a preset name (`llamagen-b`, `var-d16`, `mnist-llamagen`, ...) or the path of an
-        official model checkpoint, whose preset is detected from its parameter shapes.
+    spec: a preset name (`llamagen-b`, `var-d16`, `mnist-llamagen`, ...); the path of an
+        official model checkpoint, whose preset is detected from its parameter shapes; or
+        `package.module:function`, a callable `function(device=..., dtype=...)` returning a
+        `teachers.base.Teacher` (your own model behind the teacher protocol, or a tiny one in
+        a test). A spec is recorded in pairs datasets, so a factory must be importable again.
     model_ckpt / tokenizer_ckpt: official files for non-embedded presets.
     random_weights: build with random weights (benchmarks; speed does not depend on weights).
     """
     presets = all_presets()
     if spec in presets:
         preset = presets[spec]
+    elif _is_factory(spec):
+        return _from_factory(spec, device=device, dtype=dtype)
     elif Path(spec).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(spec).exists():
-        from ardistill.utils.checkpoint import CheckpointError, read_state_dict
-
-        sd = read_state_dict(spec)
-        name = None
-        for fam in _families():
-            name = fam.detect_preset(sd)
-            if name:
-                break
-        if name is None:
-            raise CheckpointError(
-                f"{spec}: not a checkpoint of any known teacher (LlamaGen GPT or VAR); "
-                f"known presets: {', '.join(sorted(presets))}"
-            )
-        preset = presets[name]
+        preset = presets[_detect(spec, presets)]
         model_ckpt = spec
     else:
         raise KeyError(
-            f"{spec!r} is neither a teacher preset nor an existing checkpoint file; "
-            f"known presets: {', '.join(sorted(presets))}"
+            f"{spec!r} is neither a teacher preset, an existing checkpoint file nor a "
+            f"module:function factory; known presets: {', '.join(sorted(presets))}"
         )
-    fam = importlib.import_module(f"ardistill.teachers.{preset.family}.presets")
+    fam = llamagen_presets if preset.family == "llamagen" else var_presets
     return fam.build_teacher(
         preset,
         model_ckpt=model_ckpt,
@@ -166,3 +83,36 @@ def load_teacher(
         dtype=dtype,
         random_weights=random_weights,
     )
+
+
+def _detect(path: str, presets: dict[str, TeacherPreset]) -> str:
+    sd = read_state_dict(path)
+    for fam in FAMILIES:
+        name = fam.detect_preset(sd)
+        if name:
+            return name
+    raise CheckpointError(
+        f"{path}: not a checkpoint of any known teacher (LlamaGen GPT or VAR); "
+        f"known presets: {', '.join(sorted(presets))}"
+    )
+
+
+def _is_factory(spec: str) -> bool:
+    mod, sep, fn = spec.partition(":")
+    return bool(sep) and mod.replace(".", "").replace("_", "").isalnum() and fn.isidentifier()
+
+
+def _from_factory(spec: str, *, device, dtype) -> Teacher:
+    mod_name, _, fn_name = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise KeyError(f"teacher factory {spec!r}: cannot import {mod_name} ({e})") from e
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise KeyError(f"teacher factory {spec!r}: {mod_name} has no callable {fn_name}")
+    teacher = fn(device=torch.device(device), dtype=dtype)
+    if not isinstance(teacher, Teacher):
+        raise TypeError(f"teacher factory {spec!r} returned {type(teacher).__name__}, not a "
+                        "teachers.base.Teacher")
+    return teacher

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ardistill.pairs.dataset import PairsDataset
+from ardistill.core.pairs_dataset import PairsDataset
 from ardistill.student.base import Student
 from ardistill.student.procedure import few_step, nearest_codes
 

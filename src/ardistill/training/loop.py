@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ardistill.pairs.dataset import training_inputs
+from ardistill.core.pairs_dataset import training_inputs
+from ardistill.errors import TrainingDiverged
+from ardistill.student.files import export_student
 from ardistill.teachers.base import Teacher
 from ardistill.training.config import TrainConfig
 from ardistill.training.dist import TrainDist, dist_from_env
 from ardistill.training.evaluate import heldout_agreement
-from ardistill.training.export import export_student
 from ardistill.training.logs import RunLogger
 from ardistill.training.losses import LossTerms, dd_loss
 from ardistill.training.setup import RunState, setup_run
@@ -35,9 +36,6 @@ from ardistill.training.state import list_checkpoints, rng_state, save_checkpoin
 
 EXPORT_NAME = "student.safetensors"
 
-
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss or gradient: the run stopped; the last good checkpoint is intact."""
 
 
 @dataclass

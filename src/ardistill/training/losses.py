@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ardistill.pairs.dataset import TrainingInputs
+from ardistill.core.pairs_dataset import TrainingInputs
 from ardistill.student.base import StudentOutput
 from ardistill.teachers.base import Teacher, TokenLayout
 from ardistill.training.config import LossConfig

@@ -23,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ardistill.errors import CheckpointError
+from ardistill.metrics.mnist_net import load_mnist_features
+from ardistill.metrics.networks import mnist_features_path
 from ardistill.teachers.base import Teacher
 from ardistill.training.config import LossConfig
-from ardistill.utils.checkpoint import CheckpointError, load_strict, read_state_dict
+from ardistill.utils.checkpoint import load_strict, read_state_dict
 
 
 def decode_with_grad(teacher: Teacher, x: Tensor) -> Tensor:
@@ -120,16 +123,7 @@ def load_lpips(vgg_path: str | Path, linear_path: str | Path,
 
 
 def _shipped_mnist_features(device: torch.device) -> nn.Module:
-    # The zoo's file, read as package data (training may not import the zoo room).
-    from importlib import resources
-
-    from ardistill.metrics.mnist_net import load_mnist_features
-
-    res = resources.files("ardistill").joinpath("zoo", "weights", "mnist_features.safetensors")
-    with resources.as_file(res) as path:
-        if not Path(path).is_file():
-            raise CheckpointError(f"the shipped MNIST feature network is missing ({path})")
-        return load_mnist_features(path, device=device).eval().requires_grad_(False)
+    return load_mnist_features(mnist_features_path(), device=device).eval().requires_grad_(False)
 
 
 class PerceptualLoss(nn.Module):

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ardistill.pairs.dataset import PairsDataset
+from ardistill.core.pairs_dataset import PairsDataset
 from ardistill.student.registry import build_student
 from ardistill.teachers.base import Teacher, TokenLayout
+from ardistill.teachers.registry import all_presets, load_teacher
 from ardistill.training.config import OptimConfig, TrainConfig
 from ardistill.training.data import StepSampler
 from ardistill.training.dist import TrainDist
@@ -34,8 +35,6 @@ class Schedule:
 
 def dd_defaults(teacher: Teacher):
     """The teacher preset's released DDDefaults, or None for a teacher of no preset."""
-    from ardistill.teachers.registry import all_presets
-
     preset = all_presets().get(teacher.name)
     return None if preset is None else preset.dd
 
@@ -67,8 +66,6 @@ def resolve_teacher(cfg: TrainConfig, ds: PairsDataset, teacher: Teacher | None,
     """The given teacher, or the one the pairs manifest names; its fingerprint must be the
     dataset's."""
     if teacher is None:
-        from ardistill.teachers.registry import load_teacher
-
         spec = cfg.teacher or ds.identity["teacher"]["spec"]
         teacher = load_teacher(spec, tokenizer_ckpt=cfg.tokenizer_ckpt, device=device)
     if teacher.fingerprint() != ds.teacher_fingerprint:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ardistill.utils.checkpoint import CheckpointError
+from ardistill.errors import CheckpointError
 
 CKPT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"step_(\d{8})\.pt")

@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ardistill.errors import CheckpointError
+
 # Wrapper keys seen in the official releases, in the order they are tried.
 WRAPPER_KEYS = ("ema", "model", "module", "state_dict")
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file or state dict does not fit the model it is loaded into."""
 
 
 def read_file(path: str | Path) -> dict:

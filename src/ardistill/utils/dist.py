@@ -17,12 +17,11 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
+from ardistill.errors import RankError
+
 # Pair generation: ranks wait at the final barrier for the slowest one, which can take days.
 DEFAULT_TIMEOUT = datetime.timedelta(days=7)
 
-
-class RankError(RuntimeError):
-    """An error raised on rank 0 during setup, delivered to every rank."""
 
 
 @dataclass

@@ -17,8 +17,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ardistill.data.mnist import SPLIT_SEED, mnist_images
+from ardistill.metrics.networks import load_feature_extractor
 from ardistill.teachers.base import SamplingConfig, Teacher
-from ardistill.teachers.registry import TeacherPreset, load_teacher
+from ardistill.teachers.preset import TeacherPreset
+from ardistill.teachers.registry import load_teacher
 from ardistill.utils.checkpoint import count_parameters
 from ardistill.zoo.families import family_ops
 from ardistill.zoo.recipes import TeacherRecipe
@@ -45,15 +48,11 @@ from ardistill.zoo.train_teacher import tokenize, train_ar, train_tokenizer
 
 def train_images(limit: int | None) -> tuple[Tensor, Tensor]:
     """The embedded train split (first `limit` images): (N, 3, 32, 32) float32, (N,) int64."""
-    from ardistill.data.mnist import mnist_images
-
     x, y = mnist_images("train")
     return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
 def _environment() -> dict:
-    from ardistill.data.mnist import SPLIT_SEED
-
     return {
         "torch": torch.__version__,
         "num_threads": torch.get_num_threads(),
@@ -65,8 +64,6 @@ def _environment() -> dict:
 
 
 def _feature_net():
-    from ardistill.zoo.features import load_feature_extractor
-
     return load_feature_extractor("mnist")
 
 
@@ -112,7 +109,6 @@ def run_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, com
     images, labels = train_images(recipe.limit)
     tokens, tok_labels = tokenize(ops, tok, images, labels, shifts=recipe.ar.shifts,
                                   progress=progress)
-    from ardistill.data.mnist import mnist_images
 
     held, held_y = mnist_images("heldout")
     val = (ops.encode(tok, held), held_y)

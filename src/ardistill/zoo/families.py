@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ardistill.teachers.base import Teacher
-from ardistill.teachers.registry import TeacherPreset
+from ardistill.teachers.preset import TeacherPreset
 
 FAMILY_OPS = {
     "llamagen": "ardistill.zoo.llamagen_ops",

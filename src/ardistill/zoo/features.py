@@ -3,38 +3,30 @@
 `ardistill zoo train-features --out DIR [--seed S]` trains `metrics.mnist_net.MnistFeatureNet`
 on the train split of the embedded MNIST data (data/mnist.py) and writes
 `DIR/mnist_features.safetensors` + `DIR/mnist_features.json` (command, seed, recipe, data
-split, held-out accuracy, reference outputs). The shipped copy lives in
-`ardistill/zoo/weights/`. Deterministic on CPU for a given seed and thread count: every random
+split, held-out accuracy, reference outputs). The shipped copy lives in `ardistill/weights/`
+(`ardistill.weights`). Deterministic on CPU for a given seed and thread count: every random
 draw (init, shuffling, augmentation) comes from one seeded `torch.Generator`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import shlex
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ardistill.data.mnist import SPLIT_SEED, mnist_images
+from ardistill.metrics import fid_from_features, inception_score
 from ardistill.metrics.extractor import FeatureExtractor, extract
-from ardistill.metrics.mnist_net import (
-    MnistFeatureNet,
-    MnistNetConfig,
-    load_mnist_features,
-    save_mnist_features,
-)
+from ardistill.metrics.mnist_net import MnistFeatureNet, MnistNetConfig, save_mnist_features
+from ardistill.utils.checkpoint import count_parameters, fingerprint
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FEATURES_STEM = "mnist_features"
-FEATURE_NETWORKS = ("mnist", "inception")
 REFERENCE_HELDOUT_POSITIONS = (0, 166, 333, 499)  # held-out images (digits 0, 3, 6, 9) whose
 # logits the JSON records
 
@@ -80,7 +72,6 @@ def train_feature_net(
     """Train on the embedded train split (CPU). returns: (model in eval mode, training record)."""
     from tqdm.auto import tqdm
 
-    from ardistill.data.mnist import mnist_images
 
     limit = 1 if recipe.limit is None else recipe.limit
     if min(recipe.epochs, recipe.batch_size, limit) < 1:
@@ -126,9 +117,6 @@ def accuracy(model: FeatureExtractor, images: Tensor, labels: Tensor) -> float:
 
 def describe_feature_net(model: MnistFeatureNet) -> dict:
     """Held-out accuracy, real-data metric floors, and the reference outputs the tests check."""
-    from ardistill.data.mnist import SPLIT_SEED, mnist_images
-    from ardistill.metrics import fid_from_features, inception_score
-
     train_x, train_y = mnist_images("train")
     held_x, held_y = mnist_images("heldout")
     f_train, l_train = extract(model, train_x)
@@ -160,85 +148,9 @@ def write_feature_net(
     model: MnistFeatureNet, record: dict, out_dir: str | Path
 ) -> tuple[Path, Path]:
     """Write `out_dir/mnist_features.safetensors` and the JSON record beside it."""
-    from ardistill.utils.checkpoint import count_parameters, fingerprint
-
     out_dir = Path(out_dir)
     weights = save_mnist_features(model, out_dir / f"{FEATURES_STEM}.safetensors")
     record = {**record, "parameters": count_parameters(model), "fingerprint": fingerprint(model)}
     meta = out_dir / f"{FEATURES_STEM}.json"
     meta.write_text(json.dumps(record, indent=2) + "\n")
     return weights, meta
-
-
-def shipped_feature_net_path() -> Path:
-    """The safetensors file of the MNIST feature network that ships with ardistill."""
-    return WEIGHTS_DIR / f"{FEATURES_STEM}.safetensors"
-
-
-def shipped_feature_net_record() -> dict:
-    """The JSON record (recipe, accuracy, reference outputs) of the shipped network."""
-    return json.loads((WEIGHTS_DIR / f"{FEATURES_STEM}.json").read_text())
-
-
-def load_feature_extractor(
-    name: str,
-    *,
-    inception_weights: str | Path | None = None,
-    device: torch.device | str = "cpu",
-) -> FeatureExtractor:
-    """A feature network by name: "mnist" (shipped) or "inception" (needs its weights file)."""
-    if name == "mnist":
-        return load_mnist_features(shipped_feature_net_path(), device=device)
-    if name == "inception":
-        from ardistill.metrics.inception import load_inception
-
-        return load_inception(inception_weights, device=device)
-    raise ValueError(f"unknown feature network {name!r}; choose one of {FEATURE_NETWORKS}")
-
-
-# --- `ardistill zoo train-features` ------------------------------------------------------
-
-ZOO_HELP = "train the MNIST feature network (FID / IS / precision-recall of the embedded default)"
-
-
-def add_args(p: argparse.ArgumentParser) -> None:
-    d = FeatureNetRecipe()
-    p.add_argument("--out", required=True, help="output directory (the shipped copy lives in "
-                   "src/ardistill/zoo/weights)")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
-    p.add_argument("--limit", type=int, default=None,
-                   help="train on the first LIMIT train images only (quick checks)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ardistill.cli import CLIError
-
-    if args.epochs < 1 or (args.limit is not None and args.limit < 1):
-        raise CLIError("--epochs and --limit must be >= 1")
-    recipe = FeatureNetRecipe(seed=args.seed, epochs=args.epochs, limit=args.limit)
-    try:
-        model, train_record = train_feature_net(recipe, progress=not args.no_progress)
-    except ImportError as e:
-        raise CLIError(str(e)) from e
-    argv = ["ardistill", "zoo", "train-features", "--out", str(args.out), "--seed",
-            str(args.seed), "--epochs", str(args.epochs)]
-    if args.limit is not None:
-        argv += ["--limit", str(args.limit)]
-    record = {
-        "command": shlex.join(argv),
-        "recipe": asdict(recipe),
-        **train_record,
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ},
-        "torch": torch.__version__,
-        "num_threads": torch.get_num_threads(),
-        **describe_feature_net(model),
-    }
-    weights, meta = write_feature_net(model, record, args.out)
-    print(f"held-out accuracy {record['heldout_accuracy']:.4f}  "
-          f"(train {record['train_accuracy']:.4f}, {record['train_seconds']} s)")
-    print(f"FID held-out vs train {record['fid_heldout_vs_train']:.3f}; "
-          f"IS held-out {record['inception_score_heldout']:.3f}")
-    print(f"wrote {weights} and {meta}", file=sys.stderr)
-    return 0

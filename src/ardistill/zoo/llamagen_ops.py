@@ -13,7 +13,7 @@ from ardistill.teachers.llamagen.gpt import GPT
 from ardistill.teachers.llamagen.loading import load_vq, random_vq
 from ardistill.teachers.llamagen.teacher import LlamaGenTeacher
 from ardistill.teachers.llamagen.vq import VQModel
-from ardistill.teachers.registry import TeacherPreset
+from ardistill.teachers.preset import TeacherPreset
 from ardistill.utils.checkpoint import read_state_dict
 
 

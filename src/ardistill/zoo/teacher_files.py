@@ -9,7 +9,6 @@ reports was measured on the upcast weights, so the shipped files reproduce it ex
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,9 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from ardistill.teachers.base import Condition, Teacher, decode
-from ardistill.teachers.registry import TeacherPreset
+from ardistill.teachers.preset import TeacherPreset
+from ardistill.utils.files import sha256_file
+from ardistill.utils.safetensors_io import save_safetensors
+from ardistill.weights import shipped_json
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 REFERENCE_LABELS = (3, 7)
 STORAGE_DTYPE = torch.float16
 
@@ -32,21 +33,11 @@ def file_names(preset: TeacherPreset) -> dict[str, str]:
             "record": preset.extra["record_file"]}
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_half(module: nn.Module, path: str | Path, metadata: dict[str, str]) -> dict:
     """Write `module`'s state dict with floating tensors as float16 (safetensors).
 
     returns: {"name", "bytes", "sha256", "dtype", "max_abs_rounding"} of the written file.
     """
-    from ardistill.utils.safetensors_io import save_safetensors
-
     path = Path(path)
     sd, worst = {}, 0.0
     for k, v in module.state_dict().items():
@@ -75,11 +66,7 @@ def write_record(record: dict, path: str | Path) -> Path:
 
 def shipped_record(preset: TeacherPreset) -> dict:
     """The JSON record of a shipped teacher (package file)."""
-    from importlib import resources
-
-    name = file_names(preset)["record"]
-    res = resources.files("ardistill").joinpath("zoo").joinpath("weights").joinpath(name)
-    return json.loads(res.read_text())
+    return shipped_json(file_names(preset)["record"])
 
 
 class _MarginChooser:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ardistill.data.mnist import mnist_images
 from ardistill.metrics import (
     FeatureExtractor,
     extract,
@@ -40,8 +41,6 @@ class DataFeatures:
 
     @staticmethod
     def compute(extractor: FeatureExtractor) -> DataFeatures:
-        from ardistill.data.mnist import mnist_images
-
         return DataFeatures(extract(extractor, mnist_images("train")[0])[0],
                             extract(extractor, mnist_images("heldout")[0])[0])
 
@@ -103,8 +102,6 @@ def copies_of_training_tokens(samples: Tensor, train_tokens: Tensor) -> float:
 def tokenizer_quality(ops: FamilyOps, tok: nn.Module, extractor: FeatureExtractor,
                       data: DataFeatures, codebook_size: int) -> dict:
     """Reconstruction of the held-out digits and codebook use on the train split."""
-    from ardistill.data.mnist import mnist_images
-
     held, held_y = mnist_images("heldout")
     train, train_y = mnist_images("train")
     recon = ops.decode(tok, ops.encode(tok, held)).clamp(-1.0, 1.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ardistill.teachers.registry import TeacherPreset
+from ardistill.teachers.preset import TeacherPreset
 from ardistill.teachers.var.config import VARConfig, VQVAEConfig
 from ardistill.teachers.var.model import VAR
 from ardistill.teachers.var.teacher import VARTeacher

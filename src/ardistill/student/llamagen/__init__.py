@@ -7,11 +7,7 @@ from ardistill.student.llamagen.build import (
     load_student_state,
     student_config_of,
 )
-from ardistill.student.llamagen.model import (
-    ContinuousHead,
-    LlamaGenStudent,
-    LlamaGenStudentConfig,
-)
+from ardistill.student.llamagen.model import ContinuousHead, LlamaGenStudent, LlamaGenStudentConfig
 
 __all__ = [
     "ContinuousHead",

@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ardistill.errors import CheckpointError
 from ardistill.student.llamagen.model import LlamaGenStudent, LlamaGenStudentConfig
 from ardistill.teachers.fast_linear import set_cpu_packing
 from ardistill.teachers.llamagen.gpt import GPT
-from ardistill.utils.checkpoint import CheckpointError, load_strict, read_state_dict
+from ardistill.utils.checkpoint import load_strict, read_state_dict
 
 # Entries official files may carry that are not weights (dd.py keeps KV caches and RoPE out of
 # its state dict, but files saved after a cached run would have them).

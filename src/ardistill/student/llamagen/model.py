@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from ardistill.student.base import StudentOutput
-from ardistill.student.procedure import data_mask
 from ardistill.teachers.base import Condition, TokenLayout
 from ardistill.teachers.fast_linear import FastLinear
 from ardistill.teachers.llamagen.config import GPTConfig
@@ -207,7 +206,7 @@ class LlamaGenStudent(nn.Module):
         tt = self.cond_tokens
         h = torch.cat([cond_rows, self.tok_embeddings(x.to(self.dtype))], dim=1)
         # n_d_embed once at the input: condition slots and positions < begin(t) are data (1).
-        data = data_mask(self.layout, t.to(h.device), n)
+        data = self.layout.data_mask(t.to(h.device), n)
         nd = torch.cat([torch.ones_like(data[:, :1]).expand(-1, tt), data], dim=1)
         h = self.tok_dropout(h + self.n_d_embed(nd.long()))
         rope = self.rope(h.device)[: tt + n]

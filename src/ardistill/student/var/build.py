@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ardistill.errors import CheckpointError
 from ardistill.student.var.model import VARStudent, VARStudentConfig, dd_level_buffers
 from ardistill.teachers.var.model import VAR
-from ardistill.utils.checkpoint import CheckpointError, load_strict, read_file, unwrap_state_dict
+from ardistill.utils.checkpoint import load_strict, read_file, unwrap_state_dict
 
 # Which weights of an official trainer file to load: "ema" (sample.py's default) or "raw".
 TRAINER_KEYS = {"ema": "ema_parameters", "raw": "var_wo_ddp"}

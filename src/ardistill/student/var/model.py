@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ardistill.student.base import StudentOutput
-from ardistill.student.procedure import data_mask
 from ardistill.teachers.base import Condition, TokenLayout
 from ardistill.teachers.var.config import VARConfig
 from ardistill.teachers.var.model import AdaLNBeforeHead, AdaLNSelfAttn
@@ -195,7 +194,7 @@ class VARStudent(nn.Module):
     def noise_data_index(self, t: Tensor) -> Tensor:
         """t: (B,) int64 -> (B, 1 + L) int64 rows of n_d_embed: 1 (data) at sos and at
         positions < begin(t), 0 (noise) after (dd.py `noise_idx = L - accum[t + 1]`)."""
-        data = data_mask(self.layout, t, self.layout.num_positions)
+        data = self.layout.data_mask(t, self.layout.num_positions)
         return torch.cat([torch.ones_like(data[:, :1]), data], dim=1).long()
 
     def nd_tables(self) -> Tensor:

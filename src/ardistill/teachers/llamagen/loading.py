@@ -14,10 +14,11 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from ardistill.errors import CheckpointError
 from ardistill.teachers.llamagen.config import GPTConfig, VQConfig
 from ardistill.teachers.llamagen.gpt import GPT
 from ardistill.teachers.llamagen.vq import VQModel
-from ardistill.utils.checkpoint import CheckpointError, load_strict
+from ardistill.utils.checkpoint import load_strict
 
 GPT_TRANSIENT = (r"layers\.\d+\.attention\.kv_cache\.(k|v)_cache", r"freqs_cis")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ardistill.errors import CheckpointError
 from ardistill.teachers.base import SamplingConfig
 from ardistill.teachers.llamagen.config import GPTConfig, VQConfig, gpt_config
 from ardistill.teachers.llamagen.loading import (
@@ -23,8 +24,8 @@ from ardistill.teachers.llamagen.loading import (
     random_vq,
 )
 from ardistill.teachers.llamagen.teacher import LlamaGenTeacher
-from ardistill.teachers.registry import DDDefaults, TeacherPreset, embedded_checkpoints
-from ardistill.utils.checkpoint import CheckpointError, read_state_dict
+from ardistill.teachers.preset import DDDefaults, TeacherPreset, embedded_checkpoints
+from ardistill.utils.checkpoint import read_state_dict
 
 DD_SAMPLING = SamplingConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)
 VQ16 = VQConfig()  # VQ-16: codebook 16384 x 8, downsample 16, ch 128
@@ -140,9 +141,9 @@ def build_teacher(
         vq = random_vq(vcfg, generator=gen, device=device)
         return LlamaGenTeacher(preset.name, gpt, vq, preset.sampling)
     if preset.embedded and (model_ckpt is None or tokenizer_ckpt is None):
-        with embedded_checkpoints(preset, model_ckpt, tokenizer_ckpt) as (model, tok):
-            return build_teacher(preset, model_ckpt=model, tokenizer_ckpt=tok, device=device,
-                                 dtype=dtype)
+        model, tok = embedded_checkpoints(preset, model_ckpt, tokenizer_ckpt)
+        return build_teacher(preset, model_ckpt=model, tokenizer_ckpt=tok, device=device,
+                             dtype=dtype)
     if model_ckpt is None:
         raise _missing_files_error(preset, "GPT model")
     if tokenizer_ckpt is None:

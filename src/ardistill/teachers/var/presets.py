@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ardistill.errors import CheckpointError
 from ardistill.teachers.base import SamplingConfig
-from ardistill.teachers.registry import DDDefaults, TeacherPreset, embedded_checkpoints
+from ardistill.teachers.preset import DDDefaults, TeacherPreset, embedded_checkpoints
 from ardistill.teachers.var.config import VARConfig, VQVAEConfig
 from ardistill.teachers.var.teacher import VARTeacher
 from ardistill.teachers.var.weights import (
@@ -28,7 +29,7 @@ from ardistill.teachers.var.weights import (
     random_var,
     random_vqvae,
 )
-from ardistill.utils.checkpoint import CheckpointError, read_state_dict
+from ardistill.utils.checkpoint import read_state_dict
 
 VAE_FILE = "vae_ch160v4096z32.pth"
 DD_SAMPLING = SamplingConfig(cfg_scale=2.0, top_k=900, top_p=0.95)
@@ -105,9 +106,9 @@ def build_teacher(
         vqvae = random_vqvae(preset.tokenizer_config, gen, device=device)
         return VARTeacher(preset.name, model, vqvae, preset.sampling, compile=compile)
     if preset.embedded and (model_ckpt is None or tokenizer_ckpt is None):
-        with embedded_checkpoints(preset, model_ckpt, tokenizer_ckpt) as (model, tok):
-            return build_teacher(preset, model_ckpt=model, tokenizer_ckpt=tok, device=device,
-                                 dtype=dtype, compile=compile)
+        model, tok = embedded_checkpoints(preset, model_ckpt, tokenizer_ckpt)
+        return build_teacher(preset, model_ckpt=model, tokenizer_ckpt=tok, device=device,
+                             dtype=dtype, compile=compile)
     if model_ckpt is None or tokenizer_ckpt is None:
         missing = [f for f, given in zip(preset.official_files, (model_ckpt, tokenizer_ckpt))
                    if given is None]

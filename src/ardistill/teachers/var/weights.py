@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ardistill.errors import CheckpointError
 from ardistill.teachers.var.config import VARConfig, VQVAEConfig
 from ardistill.teachers.var.model import VAR, level_buffers
 from ardistill.teachers.var.vqvae import VQVAE
-from ardistill.utils.checkpoint import CheckpointError, load_strict, read_state_dict
+from ardistill.utils.checkpoint import load_strict, read_state_dict
 
 StateSource = str | Path | Mapping[str, Tensor]
 

@@ -1,0 +1,37 @@
+"""`ardistill report RUN...`: a Table-1-style report (markdown + JSON) of sample runs.
+
+Each RUN is a folder written by `ardistill sample` (sample.json) and, optionally, evaluated by
+`ardistill eval RUN/samples.npz ...` (RUN/samples.eval.json). Columns as the paper's Table 1:
+model, FID, IS, precision, recall, #param, #step, time per image, speedup; plus the token
+metrics when present. The speedup is the time per image of the first teacher run listed
+divided by the run's (times as `sample` measured them: the whole run, first batch included;
+`ardistill bench sample` gives steady-state times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ardistill.evaluation.report import table1, to_markdown
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="Table-1-style report of sample runs (markdown + JSON)",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="folders written by `ardistill sample`")
+    p.add_argument("--out", type=Path, default=Path("report"),
+                   help="writes OUT.md and OUT.json (default: report)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = table1(args.runs)
+    md = to_markdown(report)
+    print(md, end="")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(md)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0

@@ -1,0 +1,69 @@
+"""`ardistill report RUN...`: a Table-1-style report (markdown + JSON) of sample runs.
+
+Each RUN is a folder written by `ardistill sample` (sample.json) and, optionally, evaluated by
+`ardistill eval RUN/samples.npz ...` (RUN/samples.eval.json). Columns as the paper's Table 1:
+model, FID, IS, precision, recall, #param, #step, time per image, speedup; plus the token
+metrics when present. The speedup is the time per image of the first teacher run listed
+divided by the run's (times as `sample` measured them: the whole run, first batch included;
+`ardistill bench sample` gives steady-state times).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+COLUMNS = ("model", "fid", "inception_score", "precision", "recall", "parameters", "steps",
+           "seconds_per_image", "speedup", "teacher_nll_bits", "token_agreement")
+HEADERS = ("model", "FID", "IS", "Prec", "Rec", "#Param", "#Step", "Time (s)", "Speedup",
+           "NLL (bits/tok)", "Tok. agree")
+
+
+def read_run(run: str | Path) -> dict:
+    """One row: sample.json (+ samples.eval.json when present) of a run folder."""
+    run = Path(run)
+    meta_path = run / "sample.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{run}: no sample.json (not a folder of `ardistill sample`)")
+    meta = json.loads(meta_path.read_text())
+    row = {"run": str(run), "model": meta["label"], "method": meta["method"],
+           "parameters": meta["settings"].get("parameters"), "steps": meta["steps"],
+           "seconds_per_image": meta["seconds_per_image"], "num": meta["num"]}
+    ev = run / "samples.eval.json"
+    if ev.is_file():
+        e = json.loads(ev.read_text())
+        for k in ("fid", "inception_score", "precision", "recall", "teacher_nll_bits",
+                  "token_agreement", "features"):
+            row[k] = e.get(k)
+    return row
+
+
+def table1(runs: list[str | Path]) -> dict:
+    """{"rows": [...], "teacher_run": str | None}; speedups against the first teacher run."""
+    rows = [read_run(r) for r in runs]
+    base = next((r for r in rows if r["method"] == "teacher"), None)
+    for r in rows:
+        r["speedup"] = (base["seconds_per_image"] / r["seconds_per_image"]
+                        if base and r["seconds_per_image"] > 0 else None)
+    return {"rows": rows, "teacher_run": None if base is None else base["run"]}
+
+
+def _cell(key: str, v) -> str:
+    if v is None:
+        return "-"
+    if key == "parameters":
+        return f"{v / 1e6:.2f}M"
+    if key == "speedup":
+        return f"{v:.1f}x"
+    if key == "seconds_per_image":
+        return f"{v:.4f}"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def to_markdown(report: dict) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for r in report["rows"]:
+        lines.append("| " + " | ".join(_cell(k, r.get(k)) for k in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,159 @@
+"""What `ardistill sample` samples: the models to load, one method spec, and the run settings.
+
+    cfg = SampleConfig(Models("mnist-llamagen"), DDMethod(steps=2), num=64, out="samples/")
+    result = sample(cfg)                                     # ardistill.sampling.run
+
+Steps are AR steps everywhere (LlamaGen tokens, VAR scales). A method spec holds only what
+its method needs; `ardistill.sampling.run.prepare` turns it into a `Sampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ardistill.core.choosers import CHOICES
+from ardistill.core.seeds import LABEL_MODES
+from ardistill.utils import dtypes
+
+
+def _check_choice(choice: str) -> None:
+    if choice not in CHOICES:
+        raise ValueError(f"teacher choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+
+
+@dataclass(frozen=True)
+class Models:
+    """teacher: a preset, a model checkpoint or a `module:function` factory
+    (`teachers.registry.load_teacher`); tokenizer_ckpt: its VQ file (official presets);
+    student: a student file for the DD methods (None: the preset's shipped student)."""
+
+    teacher: str
+    tokenizer_ckpt: str | None = None
+    student: str | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", dtypes.canonical(self.dtype))
+
+
+@dataclass(frozen=True)
+class TeacherMethod:
+    """The teacher's own AR sampling; choice: multinomial | flow | greedy."""
+
+    choice: str = "multinomial"
+    name: ClassVar[str] = "teacher"
+    needs_student: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_choice(self.choice)
+
+
+@dataclass(frozen=True)
+class DDMethod:
+    """DD few-step sampling (method.md §6). steps: 1 -> t_list (0,), 2 -> (0, t2); t_list:
+    explicit timesteps; split: AR steps whose positions take the logits head. None: the
+    student file's recorded values, else the preset's released ones."""
+
+    steps: int = 1
+    t_list: tuple[int, ...] | None = None
+    split: int | None = None
+    name: ClassVar[str] = "dd"
+    needs_student: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.t_list is None and self.steps not in (1, 2):
+            raise ValueError(f"steps must be 1 or 2 (or give t_list), got {self.steps}")
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.t_list) if self.t_list is not None else self.steps
+
+
+@dataclass(frozen=True)
+class TeacherInvolvedMethod:
+    """"pre-trained-n-m" (method.md §6): a DD step, the teacher regenerates steps n..m-1
+    with `choice`, a DD step at m. official_prefix_quirk: VAR only, the official
+    `intermediate_sample`'s prefix pass without the block-causal mask (compatibility)."""
+
+    n: int
+    m: int
+    choice: str = "multinomial"
+    split: int | None = None
+    official_prefix_quirk: bool = False
+    name: ClassVar[str] = "teacher-involved"
+    needs_student: ClassVar[bool] = True
+    num_steps: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        _check_choice(self.choice)
+        if not 0 <= self.n < self.m:
+            raise ValueError(f"teacher-involved needs 0 <= N < M, got N={self.n}, M={self.m}")
+
+
+@dataclass(frozen=True)
+class OneStepMethod:
+    """onestep* (method.md §7): every position drawn independently from its marginal token
+    frequency. marginals: a pairs dataset whose tokens estimate them (None:
+    `marginal_samples` fresh multinomial teacher samples)."""
+
+    choice: str = "multinomial"
+    marginals: str | None = None
+    marginal_samples: int = 512
+    name: ClassVar[str] = "onestep"
+    needs_student: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_choice(self.choice)
+        if self.marginal_samples < 1:
+            raise ValueError("marginal_samples must be >= 1")
+
+
+@dataclass(frozen=True)
+class SkipMethod:
+    """skip-k (method.md §7): the teacher runs S - k steps; every skipped position is drawn
+    from the teacher's distribution at its last computed step."""
+
+    k: int = 1
+    choice: str = "multinomial"
+    name: ClassVar[str] = "skip"
+    needs_student: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_choice(self.choice)
+        if self.k < 1:
+            raise ValueError(f"skip needs k >= 1, got {self.k}")
+
+
+Method = TeacherMethod | DDMethod | TeacherInvolvedMethod | OneStepMethod | SkipMethod
+METHODS = {m.name: m for m in (TeacherMethod, DDMethod, TeacherInvolvedMethod, OneStepMethod,
+                                SkipMethod)}
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """num samples in batches of batch_size; sample i's noise, label and choice seed are a
+    pure function of (seed, i) (`core.seeds`). classes: "balanced", "random" or a tuple of
+    class ids (cycled, balanced); captions: the caption feature file of a text-conditional
+    teacher (sample i uses row i mod R, as in `gen-pairs`), required for those teachers and
+    refused for others. flow_steps: the flow solver's main-grid steps ("flow" choices).
+    out: folder for the files (None: return the result only)."""
+
+    models: Models
+    method: Method = field(default_factory=DDMethod)
+    num: int = 16
+    batch_size: int = 16
+    seed: int = 0
+    classes: str | tuple[int, ...] = "balanced"
+    captions: str | None = None
+    flow_steps: int | None = None
+    out: str | None = None
+    pngs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num < 1 or self.batch_size < 1:
+            raise ValueError("num and batch_size must be >= 1")
+        if isinstance(self.classes, str) and self.classes not in LABEL_MODES:
+            raise ValueError(f"classes must be {' or '.join(LABEL_MODES)} or a list of ids")
