@@ -58,3 +58,23 @@ def test_safetensors_files_are_byte_reproducible(tmp_path):
         for k, v in tensors.items():
             assert torch.equal(f.get_tensor(k), v)
     assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind
+
+
+class _Payload:
+    """A pickle that would run a command when loaded without the safe loader."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this-must-never-run",))
+
+
+def test_a_pickle_that_runs_code_is_refused_in_our_words(tmp_path, capfd):
+    p = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(2), "x": _Payload()}, p)
+    with pytest.raises(CheckpointError) as info:
+        read_file(p)
+    text = str(info.value)
+    assert "would run code" in text and "posix.system" in text and str(p) in text
+    assert "weights_only" not in text and "False" not in text  # never torch's advice
+    assert "this-must-never-run" not in capfd.readouterr().out

@@ -3,8 +3,9 @@
 `UserError` and its subclasses are problems the user can fix (a missing or wrong file, a bad
 option, a corrupt dataset); the command line prints them as `ardistill: error: ...` and exits
 with code 2, without a traceback (`ardistill.cli.main`). `USER_ERRORS` adds the built-in
-exceptions that library functions raise for bad arguments (ValueError, KeyError,
-FileNotFoundError), which the command line treats the same way. Set `ARDISTILL_TRACEBACK=1` to
+exceptions that library functions raise for bad arguments (ValueError, KeyError) and the
+operating system's file errors (OSError: a full disk, a missing permission, a file where a
+folder should be), which the command line treats the same way. Set `ARDISTILL_TRACEBACK=1` to
 see the traceback of such an error.
 """
 
@@ -40,12 +41,14 @@ class TrainingDiverged(UserError, RuntimeError):
     """A non-finite loss or gradient: the run stopped; the last good checkpoint is intact."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, KeyError,
-                                                 FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, KeyError, OSError)
 
 
 def message(e: BaseException) -> str:
     """The one-line text of a user error (a KeyError's text without its quotes)."""
     if isinstance(e, KeyError) and e.args:
         return str(e.args[0])
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        return f"{where}: {e.strerror}"
     return str(e)

@@ -110,3 +110,50 @@ def test_commands_are_registered():
 
     text = build_parser().format_help()
     assert "eval" in text and "zoo" in text
+
+
+def test_class_accuracy_and_fid_spread(tmp_path, capsys, mnist_net, mnist_ref):
+    """Real held-out digits with their labels: the classifier reads nearly all of them; with
+    every label shifted by one it reads nearly none. The FID spread is the bootstrap std."""
+    held, labels = mnist_images("heldout")
+    save_npz(tmp_path / "real.npz", held, labels)
+    save_npz(tmp_path / "wrong.npz", held, (labels + 1) % 10)
+    assert main(["eval", str(tmp_path / "real.npz"), "--ref", "mnist", "--no-progress"]) == 0
+    assert main(["eval", str(tmp_path / "wrong.npz"), "--ref", "mnist", "--no-progress"]) == 0
+    assert "class acc." in capsys.readouterr().out
+    real = json.loads((tmp_path / "real.eval.json").read_text())
+    wrong = json.loads((tmp_path / "wrong.eval.json").read_text())
+    assert real["class_accuracy"] > 0.95 and wrong["class_accuracy"] < 0.05
+    assert real["fid"] == wrong["fid"]  # labels do not enter FID
+    assert 0 < real["fid_std"] < real["fid"] and real["fid_resamples"] == 20
+    # the spread shrinks with more samples (about 1/sqrt(N)) and is seeded (reproducible)
+    small = evaluate_images(held[::2], mnist_ref, mnist_net)
+    again = evaluate_images(held[::2], mnist_ref, mnist_net)
+    assert small["fid_std"] == again["fid_std"] and small["fid_std"] > real["fid_std"]
+
+
+def test_class_accuracy_needs_class_labels(mnist_net, tmp_path):
+    from ardistill.metrics import class_accuracy
+
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert class_accuracy(logits, torch.tensor([0, 1, 2, 1])) == 0.75
+    with pytest.raises(ValueError, match="outside"):
+        class_accuracy(logits, torch.tensor([0, 1, 2, 3]))
+    # samples of a caption-conditioned run: labels are caption rows, not classes
+    held, labels = mnist_images("heldout")
+    save_npz(tmp_path / "samples.npz", held[:200], labels[:200])
+    (tmp_path / "sample.json").write_text(json.dumps(
+        {"settings": {"condition": {"kind": "caption", "rows": 3}}}))
+    assert main(["eval", str(tmp_path / "samples.npz"), "--ref", "mnist", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "samples.eval.json").read_text())["class_accuracy"] is None
+
+
+def test_one_sample_set_against_another(tmp_path, mnist_net):
+    """A student's samples against the teacher's: `--ref` takes another samples file."""
+    held, labels = mnist_images("heldout")
+    save_npz(tmp_path / "a.npz", held[::2], labels[::2])  # the split is ordered by class:
+    save_npz(tmp_path / "b.npz", held[1::2], labels[1::2])  # every other digit, both halves
+    assert main(["eval", str(tmp_path / "a.npz"), "--ref", str(tmp_path / "b.npz"),
+                 "--no-progress"]) == 0
+    r = json.loads((tmp_path / "a.eval.json").read_text())
+    assert r["num_reference"] == 250 and r["fid"] < 10 and r["recall"] > 0.5

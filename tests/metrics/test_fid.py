@@ -114,3 +114,19 @@ def test_errors():
         gaussian_stats(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="NaN"):
         gaussian_stats(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]))
+
+
+def test_fid_bootstrap_is_seeded_and_centred():
+    from ardistill.metrics.fid import fid_bootstrap
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 6, generator=g, dtype=torch.float64)
+    mu, sigma = np.zeros(6), np.eye(6)
+    a = fid_bootstrap(x, mu, sigma, resamples=30, seed=1)
+    b = fid_bootstrap(x, mu, sigma, resamples=30, seed=1)
+    assert a.shape == (30,) and np.array_equal(a, b)
+    assert not np.array_equal(a, fid_bootstrap(x, mu, sigma, resamples=30, seed=2))
+    one = fid_to_stats(x, mu, sigma)
+    assert abs(a.mean() - one) < 3 * a.std() + 0.05  # resamples scatter around the estimate
+    with pytest.raises(ValueError, match="resamples"):
+        fid_bootstrap(x, mu, sigma, resamples=1)

@@ -141,3 +141,44 @@ def test_skip_fills_the_skipped_positions_from_the_last_computed_step(spec, tiny
             assert torch.equal(fill, grid[:, idx][:, :, idx].reshape(-1, p1 * p1))
     with pytest.raises(ValueError, match="skip must be"):
         sample_skip(t, cond, lay.num_steps, greedy_chooser)
+
+
+def test_flow_dd_choice_keeps_the_students_distribution():
+    """The "flow" DD choice maps each position's input noise through the flow map of the
+    student's softmax: token frequencies over many noises follow that distribution, a
+    confident student gets its argmax, and the choice is a function of the noise alone."""
+    from ardistill.sampling.methods import dd_token_choice
+
+    g = torch.Generator().manual_seed(0)
+    V, d, n = 16, 4, 20000
+    cb = torch.nn.functional.normalize(torch.randn(V, d, generator=g), dim=-1)
+    choose = dd_token_choice("flow", cb)
+    logits = torch.zeros(1, n, V)
+    logits[..., 3], logits[..., 7], logits[..., 11] = 2.0, 1.0, 0.5
+    noise = torch.randn(1, n, d, generator=g)
+    tokens = choose(logits, noise)
+    want = torch.softmax(logits[0, 0], -1)
+    freq = torch.bincount(tokens[0], minlength=V).double() / n
+    assert (freq - want.double()).abs().max() < 4 * (0.25 / n) ** 0.5  # 4 sigma
+    assert torch.equal(choose(logits, noise), tokens)  # deterministic in the noise
+    assert torch.equal(choose(logits[:, :50], noise[:, :50]), tokens[:, :50])  # per position
+    sure = torch.full((1, 50, V), -30.0)
+    sure[0, torch.arange(50), torch.arange(50) % V] = 30.0
+    assert torch.equal(choose(sure, noise[:, :50]), sure.argmax(-1))
+    assert dd_token_choice("argmax", cb)(logits, noise).eq(3).all()
+    with pytest.raises(ValueError, match="DD choice"):
+        dd_token_choice("nucleus", cb)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_flow_dd_choice_runs_both_families(spec, tiny, student):
+    from ardistill.sampling.methods import dd_token_choice
+
+    t, s = tiny(spec), student(spec)
+    noise, cond, _ = _inputs(t, range(4))
+    cb = t.dd_codebook()
+    split = t.layout.num_steps  # the logits head everywhere
+    a = sample_dd(s, noise, cond, (0,), split, cb, dd_token_choice("flow", cb))
+    b = sample_dd(s, noise[:2], cond[:2], (0,), split, cb, dd_token_choice("flow", cb))
+    assert torch.equal(a.tokens[:2], b.tokens)
+    assert torch.equal(a.latents, cb[a.tokens])  # every position snapped to a codeword

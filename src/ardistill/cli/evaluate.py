@@ -25,6 +25,7 @@ from ardistill.evaluation.run import (
     evaluate,
     format_result,
     format_tokens,
+    result_path,
     write_result,
 )
 
@@ -62,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = from_args(EvalConfig, args, progress=not args.no_progress)
+    result_path(cfg.samples, args.out)  # a bad --out fails before the metrics are computed
     try:
         result = evaluate(cfg)
     except ImportError as e:  # an optional dependency of a metric (scipy, torchmetrics)

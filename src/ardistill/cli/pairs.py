@@ -95,8 +95,7 @@ def settings_from_args(args: argparse.Namespace, teacher: Teacher) -> PairsSetti
 
 
 def gen_pairs_command(args: argparse.Namespace) -> int:
-    dist = from_env()
-    try:
+    with from_env() as dist:  # the process group torn down cleanly, errors or not
         device = torch_device(args.device, dist.local_rank)
         teacher = load_teacher(args.teacher, tokenizer_ckpt=args.tokenizer_ckpt, device=device,
                                dtype=dtypes.resolve(args.dtype))
@@ -107,8 +106,6 @@ def gen_pairs_command(args: argparse.Namespace) -> int:
         captions = load_captions(args.captions) if args.captions else None
         rep = generate_pairs(teacher, settings, args.out, options=options, captions=captions,
                              spec=args.teacher, dist=dist, device=device)
-    finally:
-        dist.close()
     if dist.is_main:
         print(f"gen-pairs: {rep.out}: {settings.num} samples in {settings.num_shards} shards "
               f"({rep.shards_skipped} were already complete); this process made "

@@ -11,10 +11,10 @@ divided by the run's (times as `sample` measured them: the whole run, first batc
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ardistill.evaluation.report import table1, to_markdown
+from ardistill.evaluation.report import table1, to_markdown, write_report
+from ardistill.utils.locks import check_output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for suffix in (".md", ".json"):  # a bad --out fails before the runs are read
+        check_output_path(args.out.with_suffix(suffix), what="report output", is_file=True)
     report = table1(args.runs)
-    md = to_markdown(report)
-    print(md, end="")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(md)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    print(to_markdown(report), end="")
+    write_report(report, args.out)
     return 0

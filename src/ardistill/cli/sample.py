@@ -13,9 +13,11 @@ import argparse
 
 from ardistill.cli.options import add_dtype, add_teacher, ints
 from ardistill.core.choosers import CHOICES
+from ardistill.sampling.methods import DD_CHOICES
 from ardistill.sampling.run import sample
 from ardistill.sampling.spec import (
     METHODS,
+    DD2Method,
     DDMethod,
     Models,
     OneStepMethod,
@@ -47,6 +49,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-involved", type=ints, default=None, metavar="N,M",
                    help="pre-trained-N-M: the teacher regenerates steps N..M-1 "
                    "(implies --method teacher-involved)")
+    p.add_argument("--dd-choice", choices=DD_CHOICES, default="argmax",
+                   help="how a DD student's logits become tokens: argmax (official), flow (the "
+                   "flow map of each position's input noise over the student's distribution: "
+                   "deterministic in the noise, keeps the alternatives the student hesitates "
+                   "between)")
     p.add_argument("--teacher-choice", choices=CHOICES, default="multinomial",
                    help="how the teacher picks tokens: multinomial (official), flow (flow map "
                    "of the same noise: deterministic in the noise), greedy")
@@ -83,13 +90,18 @@ def method_from_args(args: argparse.Namespace):
         if len(ti) != 2:
             raise ValueError(f"--teacher-involved takes N,M, got {args.teacher_involved}")
         return TeacherInvolvedMethod(ti[0], ti[1], args.teacher_choice, args.split,
-                                     args.official_prefix_quirk)
+                                     args.official_prefix_quirk, args.dd_choice)
     if args.official_prefix_quirk:
         raise ValueError("--official-prefix-quirk applies to teacher-involved sampling only")
     if name == "teacher-involved":
         raise ValueError("method teacher-involved needs --teacher-involved N,M")
     if name == "dd":
-        return DDMethod(args.steps, args.t_list, args.split)
+        return DDMethod(args.steps, args.t_list, args.split, args.dd_choice)
+    if name == "dd2":
+        if args.steps != 1 or args.t_list or args.split is not None:
+            raise ValueError("--method dd2 is one step with the logits head everywhere: "
+                             "--steps, --t-list and --split do not apply")
+        return DD2Method(args.dd_choice)
     if name == "teacher":
         return TeacherMethod(args.teacher_choice)
     if name == "onestep":

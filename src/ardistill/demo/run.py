@@ -24,6 +24,7 @@ from ardistill.metrics.networks import load_feature_extractor
 from ardistill.teachers.base import Teacher
 from ardistill.teachers.registry import load_teacher
 from ardistill.utils.images import save_grid, to_uint8
+from ardistill.utils.locks import output_folder
 from ardistill.utils.threads import intra_op_threads
 
 
@@ -62,8 +63,11 @@ class _Clock:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Run the demo of `cfg` into `cfg.out` (the shipped teachers of `cfg.teachers`)."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_folder(cfg.out, what="demo folder") as out:
+        return _run_demo(cfg, out)
+
+
+def _run_demo(cfg: DemoConfig, out: Path) -> DemoResult:
     clock = _Clock()
     t_start, c_start = time.perf_counter(), time.process_time()
     rows, files, students = [], {}, {}

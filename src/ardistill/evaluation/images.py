@@ -20,13 +20,18 @@ from torch import Tensor
 from ardistill.data.mnist import mnist_images
 from ardistill.metrics import (
     FeatureExtractor,
+    class_accuracy,
     extract,
+    fid_bootstrap,
     fid_to_stats,
     gaussian_stats,
     inception_score,
     precision_recall,
 )
 from ardistill.utils.images import check_images, load_images, to_uint8
+
+# Bootstrap resamples behind `fid_std`: 20 give the spread to about +-16% (relative).
+FID_RESAMPLES = 20
 
 
 @dataclass
@@ -114,16 +119,22 @@ def evaluate_images(
     pr_k: int = 3,
     fid_method: str = "eigh",
     progress: bool = False,
+    labels: Tensor | None = None,
+    fid_resamples: int = FID_RESAMPLES,
 ) -> dict:
-    """FID, IS and precision/recall of `samples` against `reference` under `extractor`.
+    """FID (with its bootstrap spread), IS, precision/recall and class accuracy of `samples`
+    against `reference` under `extractor`.
 
-    samples: (N, 3, H, W) uint8 or float in [-1, 1].
+    samples: (N, 3, H, W) uint8 or float in [-1, 1]; labels: (N,) int64 requested classes
+    (class accuracy when the extractor's logits are those classes, the MNIST net).
     fid_method: "eigh" or "sqrtm" (metrics.fid; equal up to rounding).
-    returns: {"features", "num_samples", "reference", "num_reference", "fid", "fid_reference",
-        "fid_method", "inception_score", "inception_score_std", "is_splits", "precision",
-        "recall", "pr_k"};
+    fid_resamples: bootstrap resamples of the samples for `fid_std` (0: none; none either with
+    fewer samples than feature dimensions).
+    returns: {"features", "num_samples", "reference", "num_reference", "fid", "fid_std",
+        "fid_resamples", "fid_reference", "fid_method", "inception_score",
+        "inception_score_std", "is_splits", "precision", "recall", "pr_k", "class_accuracy"};
         IS is None without a classifier, precision/recall None without reference images or
-        with fewer than pr_k + 1 images on a side.
+        with fewer than pr_k + 1 images on a side, class_accuracy None without labels.
     """
     check_images(samples, "samples")
     if isinstance(reference, ImageReference):
@@ -141,6 +152,8 @@ def evaluate_images(
         "reference": reference.name,
         "num_reference": None if reference.features is None else reference.features.shape[0],
         "fid": fid_to_stats(feats, reference.mu, reference.sigma, method=fid_method),
+        "fid_std": None,
+        "fid_resamples": 0,
         "fid_reference": reference.fid_source,
         "fid_method": fid_method,
         "inception_score": None,
@@ -149,7 +162,14 @@ def evaluate_images(
         "precision": None,
         "recall": None,
         "pr_k": pr_k,
+        "class_accuracy": None,
     }
+    if fid_resamples >= 2 and n > feats.shape[1]:  # below F samples the spread says nothing
+        boot = fid_bootstrap(feats, reference.mu, reference.sigma, resamples=fid_resamples,
+                             method=fid_method)
+        out["fid_std"], out["fid_resamples"] = float(boot.std(ddof=1)), fid_resamples
+    if labels is not None and logits is not None and extractor.labels_are_classes:
+        out["class_accuracy"] = class_accuracy(logits, labels)
     if logits is not None:
         splits = min(is_splits, n)
         out["inception_score"], out["inception_score_std"] = inception_score(logits, splits)

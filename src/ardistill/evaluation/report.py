@@ -13,6 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ardistill.errors import DataFileError
+from ardistill.utils.files import atomic_write_bytes, atomic_write_json
+from ardistill.utils.locks import check_output_path, output_folder
+
 COLUMNS = ("model", "fid", "inception_score", "precision", "recall", "parameters", "steps",
            "seconds_per_image", "speedup", "teacher_nll_bits", "token_agreement")
 HEADERS = ("model", "FID", "IS", "Prec", "Rec", "#Param", "#Step", "Time (s)", "Speedup",
@@ -25,17 +29,42 @@ def read_run(run: str | Path) -> dict:
     meta_path = run / "sample.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{run}: no sample.json (not a folder of `ardistill sample`)")
-    meta = json.loads(meta_path.read_text())
-    row = {"run": str(run), "model": meta["label"], "method": meta["method"],
-           "parameters": meta["settings"].get("parameters"), "steps": meta["steps"],
-           "seconds_per_image": meta["seconds_per_image"], "num": meta["num"]}
+    meta = _read_json(meta_path)
+    try:
+        row = {"run": str(run), "model": meta["label"], "method": meta["method"],
+               "parameters": meta["settings"].get("parameters"), "steps": meta["steps"],
+               "seconds_per_image": meta["seconds_per_image"], "num": meta["num"]}
+    except (KeyError, AttributeError, TypeError) as e:
+        raise DataFileError(f"{meta_path}: not a sample.json of `ardistill sample` (missing "
+                            f"{e})") from e
     ev = run / "samples.eval.json"
     if ev.is_file():
-        e = json.loads(ev.read_text())
+        e = _read_json(ev)
         for k in ("fid", "inception_score", "precision", "recall", "teacher_nll_bits",
                   "token_agreement", "features"):
             row[k] = e.get(k)
     return row
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataFileError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise DataFileError(f"{path}: expected a JSON object")
+    return obj
+
+
+def write_report(report: dict, out: Path) -> tuple[Path, Path]:
+    """OUT.md and OUT.json, atomically, holding OUT's folder's lock."""
+    md, js = out.with_suffix(".md"), out.with_suffix(".json")
+    for p in (md, js):
+        check_output_path(p, what="report output", is_file=True)
+    with output_folder(out.parent, what="report folder"):
+        atomic_write_bytes(md, to_markdown(report).encode())
+        atomic_write_json(js, report, indent=2, sort_keys=False)
+    return md, js
 
 
 def table1(runs: list[str | Path]) -> dict:

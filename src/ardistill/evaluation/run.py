@@ -18,7 +18,9 @@ from ardistill.evaluation.tokens import read_tokens, token_metrics
 from ardistill.metrics.inception import OFFICIAL_SHA256_PREFIX
 from ardistill.metrics.networks import load_feature_extractor
 from ardistill.teachers.registry import load_teacher
+from ardistill.utils.files import atomic_write_json
 from ardistill.utils.images import load_images
+from ardistill.utils.locks import check_output_path, output_folder
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ def default_out(samples: Path) -> Path:
 def evaluate(cfg: EvalConfig) -> dict:
     """All metrics the config asks for, as one dict (`format_result` prints it)."""
     samples_path = Path(cfg.samples)
+    if not samples_path.exists():
+        raise FileNotFoundError(f"samples not found: {samples_path}")
     result: dict = {"samples": str(samples_path)}
     if cfg.ref is not None:
         result.update(image_metrics(cfg, samples_path))
@@ -72,15 +76,29 @@ def evaluate(cfg: EvalConfig) -> dict:
 def image_metrics(cfg: EvalConfig, samples_path: Path) -> dict:
     extractor = load_feature_extractor(cfg.features, inception_weights=cfg.inception_weights,
                                        device=cfg.device)
-    samples, _ = load_images(samples_path)
+    samples, labels = load_images(samples_path)
     result = evaluate_images(samples, load_reference(cfg.ref), extractor,
                              batch_size=cfg.batch_size, is_splits=cfg.is_splits, pr_k=cfg.pr_k,
-                             fid_method=cfg.fid_method, progress=cfg.progress)
+                             fid_method=cfg.fid_method, progress=cfg.progress,
+                             labels=labels if _labels_are_classes(samples_path) else None)
     sha = getattr(extractor, "weights_sha256", None)
     if sha is not None:
         result["inception_weights_sha256"] = sha
         result["inception_weights_official"] = sha.startswith(OFFICIAL_SHA256_PREFIX)
     return result
+
+
+def _labels_are_classes(samples_path: Path) -> bool:
+    """Labels of a samples file are class ids unless the run beside it was conditioned on
+    captions (its sample.json says so; its labels are caption rows)."""
+    meta = (samples_path if samples_path.is_dir() else samples_path.parent) / "sample.json"
+    if not meta.is_file():
+        return True
+    try:
+        cond = json.loads(meta.read_text()).get("settings", {}).get("condition") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return True
+    return cond.get("kind") != "caption"
 
 
 def _token_metrics(cfg: EvalConfig, samples_path: Path) -> dict:
@@ -106,10 +124,14 @@ def format_result(r: dict) -> str:
         f"samples    {r['num_samples']} images",
         f"reference  {r['reference']} ({n_ref}; FID from {r['fid_reference']})",
         f"features   {r['features']}",
-        f"FID        {_num(r['fid'])}",
+        f"FID        {_num(r['fid'])}" + (f" +- {r['fid_std']:.4f} (bootstrap std, "
+                                          f"{r['fid_resamples']} resamples)"
+                                          if r.get("fid_std") is not None else ""),
         f"IS         {is_text}",
         f"precision  {_num(r['precision'])}   (k={r['pr_k']})",
         f"recall     {_num(r['recall'])}",
+        f"class acc. {_num(r.get('class_accuracy'))}   (the classifier reads the requested "
+        "class)",
     ])
 
 
@@ -124,10 +146,18 @@ def format_tokens(r: dict) -> str:
     ])
 
 
+def result_path(samples: str | Path, out: str | Path | None) -> Path:
+    """Where the JSON goes, checked before anything is computed (a file or folder in the way
+    is an error now, not after minutes of metrics)."""
+    path = Path(out) if out else default_out(Path(samples))
+    return check_output_path(path, what="eval output", is_file=True)
+
+
 def write_result(result: dict, out: str | Path | None) -> Path:
-    out = Path(out) if out else default_out(Path(result["samples"]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    return out
+    """The JSON, written atomically while holding its folder's lock."""
+    path = result_path(result["samples"], out)
+    with output_folder(path.parent, what="eval output folder"):
+        atomic_write_json(path, result, indent=2, sort_keys=False)
+    return path
 
 

@@ -27,6 +27,9 @@ class FeatureExtractor(nn.Module, abc.ABC):
     name: str = "features"
     num_features: int
     num_classes: int | None = None
+    # True when logit k is the class id k of the generator's labels (the MNIST net: digit k);
+    # not for Inception, whose 1008 outputs are not ImageNet label ids.
+    labels_are_classes: bool = False
 
     @abc.abstractmethod
     def _forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -89,3 +92,15 @@ def extract(
     if not feats:
         raise ValueError("extract: no images")
     return torch.cat(feats), (torch.cat(logits) if logits else None)
+
+
+def class_accuracy(logits: Tensor, labels: Tensor) -> float:
+    """The fraction of samples the classifier reads as their requested class.
+    logits: (N, C) float; labels: (N,) int64 in [0, C)."""
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits (N, C) and labels (N,) needed, got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+        raise ValueError(f"labels outside [0, {logits.shape[1]}): not class ids of this "
+                         "classifier")
+    return float((logits.argmax(-1).cpu() == labels.cpu()).double().mean())

@@ -53,6 +53,7 @@ class MnistFeatureNet(FeatureExtractor):
     """CNN classifier on (N, 3, 32, 32): features (N, channels[-1]), logits (N, num_classes)."""
 
     name = "mnist"
+    labels_are_classes = True
 
     def __init__(self, config: MnistNetConfig | None = None) -> None:
         super().__init__()

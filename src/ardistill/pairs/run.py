@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from ardistill.pairs.shards import shard_state, write_shard
 from ardistill.teachers.base import Teacher
 from ardistill.utils.dist import DistContext
 from ardistill.utils.files import atomic_write_json, is_tmp
+from ardistill.utils.locks import LOCK_NAME, output_folder
 
 
 @dataclass
@@ -87,17 +89,25 @@ def generate_pairs(
     cond = captions.identity() if captions else {"kind": "class", "classes": list(job.classes)}
     identity = dataset_identity(teacher, settings, condition=cond,
                                 flow=flow_identity(settings.flow_steps), spec=spec)
-    plan = dist.on_main(lambda: prepare_folder(out, identity, settings, captions))
-    if not dist.is_main:  # every rank must describe the same dataset (same files everywhere)
-        diff = identity_diff(plan["identity"], identity)
-        if diff:
-            raise SettingsMismatch(f"rank {dist.rank} differs from rank 0: " + "; ".join(diff))
-    mine = plan["pending"][dist.rank :: dist.world_size]
-    t0 = time.perf_counter()
-    samples = _run_shards(job, settings, out, mine, identity, options, dist, device)
-    seconds = time.perf_counter() - t0
-    dist.barrier()
-    complete = dist.on_main(lambda: finalize(out, identity, settings, plan["captions_sha256"]))
+    with contextlib.ExitStack() as held:  # rank 0 holds the folder's lock for the whole run
+
+        def lock_and_prepare() -> dict:
+            held.enter_context(output_folder(out, what="pairs folder"))
+            return prepare_folder(out, identity, settings, captions)
+
+        plan = dist.on_main(lock_and_prepare)
+        if not dist.is_main:  # every rank must describe the same dataset (same files)
+            diff = identity_diff(plan["identity"], identity)
+            if diff:
+                raise SettingsMismatch(f"rank {dist.rank} differs from rank 0: "
+                                       + "; ".join(diff))
+        mine = plan["pending"][dist.rank :: dist.world_size]
+        t0 = time.perf_counter()
+        samples = _run_shards(job, settings, out, mine, identity, options, dist, device)
+        seconds = time.perf_counter() - t0
+        dist.barrier()
+        complete = dist.on_main(lambda: finalize(out, identity, settings,
+                                                 plan["captions_sha256"]))
     return RunReport(out, len(mine), samples, seconds, bool(complete),
                      settings.num_shards - len(plan["pending"]))
 
@@ -106,7 +116,6 @@ def prepare_folder(out: Path, identity: dict, settings: PairsSettings,
                    captions: Captions | None) -> dict:
     """Rank 0: create or check `out`; returns {"pending": [shard ids], "identity",
     "captions_sha256"}."""
-    out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / CONFIG
     if cfg_path.is_file():
         recorded = read_json(cfg_path, "config.json")
@@ -117,7 +126,7 @@ def prepare_folder(out: Path, identity: dict, settings: PairsSettings,
                 "Differences:\n  " + "\n  ".join(diff) +
                 "\nUse another --out folder, or the recorded settings to finish this one.")
     else:
-        foreign = [p.name for p in out.iterdir() if not is_tmp(p)]
+        foreign = [p.name for p in out.iterdir() if not is_tmp(p) and p.name != LOCK_NAME]
         if foreign:
             raise SettingsMismatch(f"{out} is not empty and holds no pairs dataset "
                                    f"(found {', '.join(sorted(foreign)[:5])})")

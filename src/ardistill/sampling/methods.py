@@ -27,8 +27,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ardistill.core.choosers import build_noise_map
 from ardistill.student.base import Student
-from ardistill.student.procedure import few_step, nearest_codes, teacher_involved
+from ardistill.student.procedure import (
+    TokenChoice,
+    argmax_choice,
+    few_step,
+    nearest_codes,
+    teacher_involved,
+)
 from ardistill.teachers.base import (
     Chooser,
     Condition,
@@ -55,14 +62,40 @@ class DDSample:
     tokens: Tensor
 
 
+DD_CHOICES = ("argmax", "flow")
+
+
+def dd_token_choice(choice: str, codebook: Tensor, flow_steps: int | None = None
+                    ) -> TokenChoice:
+    """How a DD student's logits become tokens. "argmax": the official rule. "flow": the flow
+    map (method.md §2) of each position's own input noise over the student's distribution
+    `softmax(logits)`: still a deterministic function of the noise; where the student is
+    certain it is the argmax, where it hesitates it keeps the alternatives in proportion
+    instead of always taking the mode (and where the student's distribution equals the
+    teacher's conditional, it returns exactly the token the teacher's flow map gives)."""
+    if choice == "argmax":
+        return argmax_choice
+    if choice != "flow":
+        raise ValueError(f"DD choice must be one of {', '.join(DD_CHOICES)}, got {choice!r}")
+    noise_map = build_noise_map(codebook.float(), flow_steps)
+
+    def flow_choice(logits: Tensor, noise: Tensor) -> Tensor:
+        probs = torch.softmax(logits.float(), dim=-1)
+        return noise_map(noise.to(probs.device, torch.float32), probs).long()
+
+    return flow_choice
+
+
 @torch.no_grad()
 def sample_dd(student: Student, noise: Tensor, cond: Condition, t_list: Sequence[int],
-              split: int, codebook: Tensor) -> DDSample:
+              split: int, codebook: Tensor, choose: TokenChoice = argmax_choice) -> DDSample:
     """DD few-step sampling (method.md §6): noise (B, N, d) -> DDSample.
 
     t_list: (0,) one step, (0, t2) two steps, any increasing list from 0; split: AR steps
-    whose positions take the logits head (the rest take the continuous head)."""
-    x = few_step(student, noise, cond, [int(t) for t in t_list], int(split), codebook)
+    whose positions take the logits head (the rest take the continuous head); choose: how the
+    logits become tokens (`dd_token_choice`)."""
+    x = few_step(student, noise, cond, [int(t) for t in t_list], int(split), codebook,
+                 choose=choose)
     return DDSample(x, nearest_codes(x, codebook))
 
 
@@ -70,7 +103,8 @@ def sample_dd(student: Student, noise: Tensor, cond: Condition, t_list: Sequence
 def sample_teacher_involved(student: Student, teacher: Teacher, noise: Tensor, cond: Condition,
                             n: int, m: int, split: int, codebook: Tensor, choose: Chooser, *,
                             sampling: SamplingConfig | None = None,
-                            official_prefix_quirk: bool = False) -> DDSample:
+                            official_prefix_quirk: bool = False,
+                            dd_choose: TokenChoice = argmax_choice) -> DDSample:
     """"pre-trained-n-m" (method.md §6): a DD step, the teacher regenerates steps n..m-1,
     a DD step at m. official_prefix_quirk: VAR only, run the teacher's prefix without the
     block-causal mask as the official `intermediate_sample` does (oracle compatibility)."""
@@ -78,5 +112,5 @@ def sample_teacher_involved(student: Student, teacher: Teacher, noise: Tensor, c
     if official_prefix_quirk and teacher.family != "var":
         raise ValueError("official_prefix_quirk applies to VAR teachers only")
     x = teacher_involved(student, teacher, noise, cond, (0, int(m)), int(n), int(split),
-                         codebook, choose, sampling, **options)
+                         codebook, choose, sampling, dd_choose=dd_choose, **options)
     return DDSample(x, nearest_codes(x, codebook))

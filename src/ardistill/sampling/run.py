@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,10 +23,16 @@ from torch import Tensor
 from ardistill.core.captions import Captions, load_captions
 from ardistill.core.choosers import make_chooser
 from ardistill.core.seeds import caption_rows, choice_seeds, sample_labels, sample_noise
-from ardistill.errors import CheckpointError
+from ardistill.errors import CheckpointError, UserError
 from ardistill.sampling.baselines import estimate_marginals, sample_onestep, sample_skip
-from ardistill.sampling.methods import sample_dd, sample_teacher, sample_teacher_involved
+from ardistill.sampling.methods import (
+    dd_token_choice,
+    sample_dd,
+    sample_teacher,
+    sample_teacher_involved,
+)
 from ardistill.sampling.spec import (
+    DD2Method,
     DDMethod,
     Method,
     OneStepMethod,
@@ -41,7 +47,9 @@ from ardistill.teachers.base import Condition, Teacher
 from ardistill.teachers.preset import DDDefaults
 from ardistill.teachers.registry import all_presets, load_teacher
 from ardistill.utils import dtypes
+from ardistill.utils.files import atomic_write_json, atomic_write_with, tmp_path
 from ardistill.utils.images import save_grid, save_npz, save_pngs, to_uint8
+from ardistill.utils.locks import check_output_path, output_folder
 from ardistill.weights import student_file
 
 # (noise (B, N, d), condition, choice seeds (B,)) -> (tokens (B, N) int64, latents or None)
@@ -93,7 +101,7 @@ def default_student_path(teacher_spec: str, steps: int = 1, method: str = "dd1")
     preset = all_presets().get(teacher_spec)
     if preset is None or not preset.embedded:
         raise CheckpointError(f"no shipped DD student for teacher {teacher_spec!r}: give "
-                         "--student PATH (an exported student, `ardistill train`)")
+                              "--student PATH (an exported student, `ardistill train`)")
     return student_file(teacher_spec, 2 if steps >= 2 else 1, method)
 
 
@@ -106,7 +114,8 @@ def load_models(cfg: SampleConfig) -> tuple[Teacher, Student | None, dict]:
         teacher.set_compile(True)  # VAR: compiled blocks in sessions
     if not cfg.method.needs_student:
         return teacher, None, {}
-    path = m.student or default_student_path(m.teacher, cfg.method.num_steps)
+    path = m.student or default_student_path(m.teacher, cfg.method.num_steps,
+                                             getattr(cfg.method, "student_method", "dd1"))
     student, hints = load_student_file(teacher, path, device=m.device, dtype=dtype)
     if m.compile:
         student = torch.compile(student)
@@ -138,6 +147,13 @@ def dd_settings(method: DDMethod | TeacherInvolvedMethod, teacher: Teacher,
     if t_list is None or split is None:
         raise ValueError(f"teacher {teacher.name} has no preset DD settings: give split and "
                          "t_list")
+    trained = (hints or {}).get("t_list")
+    unseen = [t for t in t_list if trained is not None and int(t) not in trained]
+    if isinstance(method, DDMethod) and unseen:
+        raise ValueError(f"the student was trained for timesteps {list(trained)} only; "
+                         f"sampling it at {list(t_list)} feeds it timesteps {unseen} it never "
+                         "saw. Use a student trained for them (ardistill train --two-step), "
+                         f"or --steps {len(trained)}")
     return tuple(int(t) for t in t_list), int(split)
 
 
@@ -151,7 +167,7 @@ def prepare(cfg: SampleConfig, teacher: Teacher, student: Student | None,
         return make_chooser(choice, noise=noise, layout=teacher.layout, codebook=codebook,
                             row_seeds=seeds, flow_steps=cfg.flow_steps)
 
-    if isinstance(method, (DDMethod, TeacherInvolvedMethod)) and student is None:
+    if method.needs_student and student is None:
         raise ValueError(f"method {method.name} needs a student")
     if isinstance(method, TeacherMethod):
         sampler = Sampler(f"teacher ({method.choice})", teacher.layout.num_steps,
@@ -169,23 +185,31 @@ def prepare(cfg: SampleConfig, teacher: Teacher, student: Student | None,
         sampler = Sampler("onestep*", 1, 0, lambda noise, cond, seeds: (
             sample_onestep(marg, teacher.layout, len(cond),
                            chooser(method.choice, noise, seeds)), None))
-    elif isinstance(method, DDMethod):
+    elif isinstance(method, (DDMethod, DD2Method)):
+        dd2 = isinstance(method, DD2Method)
+        if dd2:  # one step, logits everywhere: what the DD2 export records
+            method = DDMethod(t_list=(0,), split=teacher.layout.num_steps, choice=method.choice)
         t_list, split = dd_settings(method, teacher, hints)
 
+        dd_choose = dd_token_choice(method.choice, codebook, cfg.flow_steps)
+
         def run_dd(noise, cond, seeds):
-            out = sample_dd(student, noise, cond, t_list, split, codebook)
+            out = sample_dd(student, noise, cond, t_list, split, codebook, dd_choose)
             return out.tokens, out.latents
 
-        sampler = Sampler(f"DD {len(t_list)}-step", len(t_list), _parameters(student), run_dd,
+        label = ("DD2 1-step" if dd2 else f"DD {len(t_list)}-step") + (
+            "" if method.choice == "argmax" else f" ({method.choice})")
+        sampler = Sampler(label, len(t_list), _parameters(student), run_dd,
                           {"t_list": list(t_list), "split": split})
     else:
-        sampler = _teacher_involved(method, teacher, student, hints, chooser, codebook)
+        sampler = _teacher_involved(method, teacher, student, hints, chooser, codebook,
+                                    dd_token_choice(method.dd_choice, codebook, cfg.flow_steps))
     sampler.captions = captions
     return sampler
 
 
 def _teacher_involved(method: TeacherInvolvedMethod, teacher: Teacher, student: Student,
-                      hints: dict | None, chooser, codebook: Tensor) -> Sampler:
+                      hints: dict | None, chooser, codebook: Tensor, dd_choose) -> Sampler:
     if method.official_prefix_quirk and teacher.family != "var":
         raise ValueError("official_prefix_quirk applies to VAR teachers only")
     t_list, split = dd_settings(method, teacher, hints)
@@ -194,7 +218,8 @@ def _teacher_involved(method: TeacherInvolvedMethod, teacher: Teacher, student: 
     def run(noise, cond, seeds):
         out = sample_teacher_involved(student, teacher, noise, cond, n, m, split, codebook,
                                       chooser(method.choice, noise, seeds),
-                                      official_prefix_quirk=method.official_prefix_quirk)
+                                      official_prefix_quirk=method.official_prefix_quirk,
+                                      dd_choose=dd_choose)
         return out.tokens, out.latents
 
     passes = int(n > 0) + (m - n) + int(m < teacher.layout.num_steps)  # DD, teacher, DD
@@ -289,37 +314,87 @@ def _settings(cfg: SampleConfig, sampler: Sampler) -> dict:
 
 # ------------------------------------------------------------------------------------ write
 
+# What a run writes into its folder; an earlier run's copies are replaced, nothing else is
+# touched.
+OUTPUTS = ("images", "samples.npz", "tokens.npz", "grid.png", "sample.json",
+           "samples.eval.json")
+
+
+def check_out_folder(out: Path) -> None:
+    """An output folder holds nothing, or an earlier `ardistill sample` run (its sample.json):
+    images/ without sample.json are someone else's, and are not overwritten."""
+    if (out / "images").exists() and not (out / "sample.json").is_file():
+        raise UserError(f"{out} holds an images/ folder that no `ardistill sample` run wrote "
+                        "(no sample.json); use another --out")
+
+
+def _write_pngs(images: Tensor, out: Path) -> Path:
+    """images/ replaced as a whole: the new PNGs are written beside it, then swapped in, so an
+    earlier run's PNGs never mix with these (and a failure leaves the old folder)."""
+    final, tmp = out / "images", tmp_path(out / "images")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_pngs(images, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove(final)
+    tmp.rename(final)
+    return final
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        old = tmp_path(path.with_name(path.name + "-old"))
+        path.rename(old)
+        shutil.rmtree(old)
+    else:
+        path.unlink(missing_ok=True)
+
 
 def write_outputs(result: SampleResult, out: str | Path, pngs: bool = True) -> dict:
     """Files of a run in `out`: images/NNNNNN.png, grid.png, samples.npz (ADM layout: arr_0
-    uint8 (M, H, W, 3), arr_1 labels), tokens.npz (tokens, labels, index), sample.json."""
+    uint8 (M, H, W, 3), arr_1 labels), tokens.npz (tokens, labels, index), sample.json
+    (written last: its presence marks a complete run). Each file is written atomically; an
+    earlier run's outputs in `out` are replaced, its evaluation (samples.eval.json) removed."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_out_folder(out)
+    (out / "sample.json").unlink(missing_ok=True)  # incomplete until rewritten
+    _remove(out / "samples.eval.json")
     files = {"npz": str(save_npz(out / "samples.npz", result.images, result.labels)),
              "grid": str(save_grid(result.images[:64], out / "grid.png", nrow=8))}
     if pngs:
-        save_pngs(result.images, out / "images")
-        files["pngs"] = str(out / "images")
-    np.savez(out / "tokens.npz", tokens=result.tokens.numpy(), labels=result.labels.numpy(),
-             index=result.index.numpy())
+        files["pngs"] = str(_write_pngs(result.images, out))
+    else:
+        _remove(out / "images")
+    atomic_write_with(out / "tokens.npz", lambda f: np.savez(
+        f, tokens=result.tokens.numpy(), labels=result.labels.numpy(),
+        index=result.index.numpy()))
     files["tokens"] = str(out / "tokens.npz")
+    files["json"] = str(out / "sample.json")
     record = {"method": result.method, "label": result.label, "steps": result.steps,
               "num": len(result.index), "seconds_generate": result.seconds_generate,
               "seconds_decode": result.seconds_decode,
               "seconds_per_image": result.seconds_per_image, "settings": result.settings,
               "files": files}
-    (out / "sample.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    files["json"] = str(out / "sample.json")
+    atomic_write_json(out / "sample.json", record, indent=2, sort_keys=False, default=str)
     result.files = files
     return files
 
 
 def sample(cfg: SampleConfig) -> SampleResult:
-    """Load the models named in `cfg`, sample, and write the files when `cfg.out` is set."""
-    teacher, student, hints = load_models(cfg)
-    result = sample_with(teacher, prepare(cfg, teacher, student, hints), cfg)
-    if cfg.out is not None:
-        write_outputs(result, cfg.out, cfg.pngs)
+    """Load the models named in `cfg`, sample, and write the files when `cfg.out` is set
+    (holding the folder's lock: one writer per folder)."""
+    if cfg.out is None:
+        teacher, student, hints = load_models(cfg)
+        return sample_with(teacher, prepare(cfg, teacher, student, hints), cfg)
+    check_output_path(cfg.out)  # before any model is loaded
+    with output_folder(cfg.out) as out:
+        check_out_folder(out)
+        teacher, student, hints = load_models(cfg)
+        result = sample_with(teacher, prepare(cfg, teacher, student, hints), cfg)
+        write_outputs(result, out, cfg.pngs)
     return result
 
 

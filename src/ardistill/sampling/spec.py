@@ -14,12 +14,18 @@ from typing import ClassVar
 
 from ardistill.core.choosers import CHOICES
 from ardistill.core.seeds import LABEL_MODES
+from ardistill.sampling.methods import DD_CHOICES
 from ardistill.utils import dtypes
 
 
 def _check_choice(choice: str) -> None:
     if choice not in CHOICES:
         raise ValueError(f"teacher choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+
+
+def _check_dd_choice(choice: str) -> None:
+    if choice not in DD_CHOICES:
+        raise ValueError(f"DD choice must be one of {', '.join(DD_CHOICES)}, got {choice!r}")
 
 
 @dataclass(frozen=True)
@@ -55,21 +61,39 @@ class TeacherMethod:
 class DDMethod:
     """DD few-step sampling (method.md §6). steps: 1 -> t_list (0,), 2 -> (0, t2); t_list:
     explicit timesteps; split: AR steps whose positions take the logits head. None: the
-    student file's recorded values, else the preset's released ones."""
+    student file's recorded values, else the preset's released ones. choice: how the logits
+    become tokens, "argmax" (official) or "flow" (`sampling.methods.dd_token_choice`)."""
 
     steps: int = 1
     t_list: tuple[int, ...] | None = None
     split: int | None = None
+    choice: str = "argmax"
     name: ClassVar[str] = "dd"
     needs_student: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.t_list is None and self.steps not in (1, 2):
             raise ValueError(f"steps must be 1 or 2 (or give t_list), got {self.steps}")
+        _check_dd_choice(self.choice)
 
     @property
     def num_steps(self) -> int:
         return len(self.t_list) if self.t_list is not None else self.steps
+
+
+@dataclass(frozen=True)
+class DD2Method:
+    """One step of a DD2 generator (method.md §10): a DD student file read at t = 0 with the
+    logits head everywhere (default: the preset's shipped DD2 student). choice: as DDMethod."""
+
+    choice: str = "argmax"
+    name: ClassVar[str] = "dd2"
+    needs_student: ClassVar[bool] = True
+    num_steps: ClassVar[int] = 1
+    student_method: ClassVar[str] = "dd2"
+
+    def __post_init__(self) -> None:
+        _check_dd_choice(self.choice)
 
 
 @dataclass(frozen=True)
@@ -83,12 +107,14 @@ class TeacherInvolvedMethod:
     choice: str = "multinomial"
     split: int | None = None
     official_prefix_quirk: bool = False
+    dd_choice: str = "argmax"
     name: ClassVar[str] = "teacher-involved"
     needs_student: ClassVar[bool] = True
     num_steps: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         _check_choice(self.choice)
+        _check_dd_choice(self.dd_choice)
         if not 0 <= self.n < self.m:
             raise ValueError(f"teacher-involved needs 0 <= N < M, got N={self.n}, M={self.m}")
 
@@ -127,9 +153,10 @@ class SkipMethod:
             raise ValueError(f"skip needs k >= 1, got {self.k}")
 
 
-Method = TeacherMethod | DDMethod | TeacherInvolvedMethod | OneStepMethod | SkipMethod
-METHODS = {m.name: m for m in (TeacherMethod, DDMethod, TeacherInvolvedMethod, OneStepMethod,
-                                SkipMethod)}
+Method = (TeacherMethod | DDMethod | DD2Method | TeacherInvolvedMethod | OneStepMethod
+          | SkipMethod)
+METHODS = {m.name: m for m in (TeacherMethod, DDMethod, DD2Method, TeacherInvolvedMethod,
+                                OneStepMethod, SkipMethod)}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ match the official release (`eval_fewstep.py`, `VAR/sample.py`), which the oracl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +77,16 @@ def final_sequence(
     return torch.cat([snapped, fp.conti[:, n_disc:]], dim=1)
 
 
+# How the logits head's positions become tokens: (logits (B, l, V) float, the input noise of
+# those positions (B, l, d)) -> (B, l) int64. The official rule is the argmax.
+TokenChoice = Callable[[Tensor, Tensor], Tensor]
+
+
+def argmax_choice(logits: Tensor, noise: Tensor) -> Tensor:
+    """The official rule: the most likely token of each position."""
+    return logits.argmax(-1)
+
+
 def step(
     student: Student,
     x: Tensor,
@@ -85,12 +95,15 @@ def step(
     t: int,
     split: int,
     codebook: Tensor,
+    choose: TokenChoice = argmax_choice,
 ) -> Tensor:
     """One DD step at timestep t: (B, N, d) current sequence -> (B, N, d) new sequence.
 
     Equals `final_sequence(final_predict(student(X_t)), split)`, computing only what that
     uses: the logits head runs on positions begin(t)..begin(split)-1 only (before begin(t)
-    final_predict replaces the logits by the one-hot of the nearest codeword)."""
+    final_predict replaces the logits by the one-hot of the nearest codeword). choose: how
+    those logits become tokens (default argmax, the official rule; `sampling.methods` has a
+    noise-driven one)."""
     layout = student.layout
     lo, hi = layout.begin(t), layout.begin(split)
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -102,7 +115,7 @@ def step(
     if n_snap:
         seq[:, :n_snap] = codebook[nearest_codes(x_t[:, :n_snap], codebook)].to(seq.dtype)
     if hi > lo:
-        seq[:, lo:hi] = codebook[out.logits.argmax(-1)].to(seq.dtype)
+        seq[:, lo:hi] = codebook[choose(out.logits, noise[:, lo:hi])].to(seq.dtype)
     return seq
 
 
@@ -115,15 +128,17 @@ def few_step(
     split: int,
     codebook: Tensor,
     return_all: bool = False,
+    choose: TokenChoice = argmax_choice,
 ) -> Tensor | list[Tensor]:
     """The official few-step sampler: noise (B, N, d) -> (B, N, d) final sequence.
 
     t_list: increasing DD timesteps, starting at 0 ([0] for 1-step, [0, t2] for 2-step).
-    return_all: also return the sequence after every step (a list, last = final)."""
+    return_all: also return the sequence after every step (a list, last = final).
+    choose: how the logits head's positions become tokens (`step`)."""
     _check_t_list(student.layout, t_list)
     x, seqs = noise, []
     for t in t_list:
-        x = step(student, x, noise, cond, int(t), split, codebook)
+        x = step(student, x, noise, cond, int(t), split, codebook, choose)
         seqs.append(x)
     return seqs if return_all else x
 
@@ -170,6 +185,7 @@ def teacher_involved(
     sampling: SamplingConfig | None = None,
     *,
     return_trace: bool = False,
+    dd_choose: TokenChoice = argmax_choice,
     **teacher_options,
 ) -> Tensor | TeacherInvolvedTrace:
     """"pre-trained-n-m" sampling (method.md §6; eval_combine_sample.py, VAR combine_sample.py).
@@ -182,7 +198,7 @@ def teacher_involved(
        defaults to `teacher.default_sampling`; `teacher_options` go to `teacher.start`, e.g.
        VAR's `official_prefix_quirk=True`);
     3. x = cat(codebook[tokens], noise[:, begin(m):]); one DD step at t = m (none when
-       m == num_steps). Both DD steps use `split`.
+       m == num_steps). Both DD steps use `split` and `dd_choose` (`step`'s `choose`).
     Returns the final (B, N, d) sequence, or a `TeacherInvolvedTrace` with `return_trace`.
     """
     layout = student.layout
@@ -191,7 +207,7 @@ def teacher_involved(
     sampling = teacher.default_sampling if sampling is None else sampling
     x_step1 = snapped = prefix = None
     if n > 0:
-        x_step1 = step(student, noise, noise, cond, int(t_list[0]), split, codebook)
+        x_step1 = step(student, noise, noise, cond, int(t_list[0]), split, codebook, dd_choose)
         snapped = nearest_codes(x_step1, codebook)
         prefix = snapped[:, : layout.begin(n)]
     tokens = decode(teacher, cond, sampling, choose, prefix=prefix, end_step=m, **teacher_options)
@@ -199,7 +215,7 @@ def teacher_involved(
     x_teacher = torch.cat([codebook[tokens].to(noise.dtype), noise[:, tokens.shape[1] :]], dim=1)
     x = x_teacher
     if m < layout.num_steps:
-        x = step(student, x_teacher, noise, cond, m, split, codebook)
+        x = step(student, x_teacher, noise, cond, m, split, codebook, dd_choose)
     if return_trace:
         return TeacherInvolvedTrace(x_step1, snapped, tokens, x_teacher, x)
     return x

@@ -48,6 +48,16 @@ class LossConfig:
         if self.perceptual == "lpips" and (self.lpips_vgg is None or self.lpips_linear is None):
             raise ValueError("perceptual='lpips' needs lpips_vgg (torchvision VGG16 state dict) "
                              "and lpips_linear (LPIPS v0.1 vgg linear layers) weight files")
+        # options that cannot take effect are errors, not silent no-ops
+        if self.perceptual != "none" and self.perceptual_weight == 0:
+            raise ValueError(f"perceptual={self.perceptual!r} has no effect with "
+                             "perceptual_weight 0: give --perceptual-weight W > 0 (or drop "
+                             "--perceptual)")
+        if self.perceptual == "none" and self.perceptual_weight > 0:
+            raise ValueError("perceptual_weight > 0 needs a perceptual loss (--perceptual "
+                             "pixel-l1 | pixel-l2 | mnist | lpips)")
+        if self.perceptual != "lpips" and (self.lpips_vgg or self.lpips_linear):
+            raise ValueError("lpips_vgg / lpips_linear are used only with perceptual='lpips'")
 
     @property
     def uses_perceptual(self) -> bool:

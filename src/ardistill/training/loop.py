@@ -14,6 +14,7 @@ weights, so the last checkpoint on disk is the last good state.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from ardistill.training.logs import RunLogger
 from ardistill.training.losses import LossTerms, dd_loss
 from ardistill.training.setup import RunState, setup_run
 from ardistill.training.state import list_checkpoints, rng_state, save_checkpoint
+from ardistill.utils.locks import check_output_path, output_folder
 
 EXPORT_NAME = "student.safetensors"
 
@@ -67,12 +69,13 @@ def train(cfg: TrainConfig, *, teacher: Teacher | None = None) -> TrainResult:
     the one the pairs manifest names. Under torchrun every rank calls this."""
     if not cfg.pairs or not cfg.out:
         raise ValueError("TrainConfig needs pairs (dataset folder) and out (run folder)")
-    dist = dist_from_env(cfg.device)
-    try:
+    check_output_path(cfg.out, what="run folder")
+    with dist_from_env(cfg.device) as dist, contextlib.ExitStack() as held:
+        # rank 0 holds the run folder's lock; the process group is torn down cleanly
+        dist.on_main(lambda: bool(held.enter_context(output_folder(cfg.out,
+                                                                   what="run folder"))))
         r = setup_run(cfg, teacher, dist)
         return _run(r)
-    finally:
-        dist.close()
 
 
 def _run(r: RunState) -> TrainResult:

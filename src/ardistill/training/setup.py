@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ardistill.core.pairs_dataset import PairsDataset
+from ardistill.errors import CheckpointError
 from ardistill.student.registry import build_student
 from ardistill.teachers.base import Teacher, TokenLayout
 from ardistill.teachers.registry import all_presets, load_teacher
@@ -124,7 +126,10 @@ def build_optimizer(student: nn.Module, cfg: TrainConfig):
 def setup_run(cfg: TrainConfig, teacher: Teacher | None, dist: TrainDist) -> RunState:
     device = torch.device("cuda", dist.local_rank) if cfg.device == "cuda" else torch.device("cpu")
     ds = PairsDataset(cfg.pairs)
-    train_ds, held = ds.split_holdout(min(cfg.holdout, len(ds) - 1))
+    if cfg.holdout >= len(ds):
+        raise ValueError(f"{cfg.pairs} holds {len(ds)} pairs: a holdout of {cfg.holdout} "
+                         "leaves none to train on; lower --holdout (or generate more pairs)")
+    train_ds, held = ds.split_holdout(cfg.holdout)
     teacher = resolve_teacher(cfg, ds, teacher, device)
     schedule = resolve_schedule(cfg, teacher)
     student = build_student(teacher, generator=torch.Generator().manual_seed(cfg.seed),
@@ -155,12 +160,35 @@ def run_identity(cfg: TrainConfig, teacher_fp: str, schedule: Schedule) -> dict:
             "loss": json.loads(json.dumps(cfg.to_json()["loss"]))}
 
 
+def latest_good_checkpoint(run: str | Path) -> tuple[int, Path, dict] | None:
+    """(step, path, payload) of the newest checkpoint whose bytes match their recorded sha256;
+    a corrupt newer one is named on stderr and skipped. None when RUN has no checkpoint;
+    CheckpointError when it has some and none is intact."""
+    ckpts = list_checkpoints(run)
+    bad = []
+    for step, path in reversed(ckpts):
+        try:
+            ck = load_checkpoint(path)
+        except CheckpointError as e:
+            bad.append(str(e))
+            continue
+        for reason in bad:
+            print(f"ardistill: {reason}; resuming from the previous checkpoint, {path.name}",
+                  file=sys.stderr)
+        return step, path, ck
+    if bad:
+        raise CheckpointError(f"{run}: no intact checkpoint to resume from: " + "; ".join(bad))
+    return None
+
+
 def _resume(cfg, teacher, schedule, student, ema, opt, sched, device):
-    ckpts = list_checkpoints(cfg.out)
-    if not ckpts:
+    found = latest_good_checkpoint(cfg.out)
+    if found is None:
         return 0, None
-    step, path = ckpts[-1]
-    ck = load_checkpoint(path)
+    step, path, ck = found
+    if step > cfg.steps:
+        raise ValueError(f"{cfg.out} has trained {step} steps, more than --steps {cfg.steps}; "
+                         f"give --steps >= {step} to continue it, or another --out")
     want = run_identity(cfg, teacher.fingerprint(), schedule)
     diff = [k for k in want if ck.get("identity", {}).get(k) != want[k]]
     if diff:

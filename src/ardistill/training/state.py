@@ -3,12 +3,14 @@
     RUN/config.json                 the TrainConfig (+ teacher identity) of the run
     RUN/checkpoints/step_00000100.pt  model, EMA, optimizer, scheduler, step, RNG states
     RUN/log.jsonl                   one JSON record per logged step / evaluation
-    RUN/student.safetensors         the exported EMA student (training/export.py)
+    RUN/student.safetensors         the exported EMA student (student/files.py)
 
-Checkpoints are written to a temporary name and renamed (atomic on POSIX), the newest
-`keep_last` are kept. Data order and timesteps are pure functions of (seed, step)
-(training/data.py), so `step` is the data position; the torch CPU RNG (and CUDA RNGs when
-used) are saved anyway, so that any op drawing from them continues its stream.
+Checkpoints are written to a temporary name and renamed (atomic on POSIX) with their sha256 in
+`step_N.pt.sha256`; a resume verifies it and falls back to the previous checkpoint when the
+newest is corrupt. The newest `keep_last` are kept. Data order and timesteps are pure
+functions of (seed, step) (training/data.py), so `step` is the data position; the torch CPU RNG
+(and CUDA RNGs when used) are saved anyway, so that any op drawing from them continues its
+stream.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from pathlib import Path
 import torch
 
 from ardistill.errors import CheckpointError
+from ardistill.utils.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    named,
+    sha256_file,
+    tmp_path,
+)
 
 CKPT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"step_(\d{8})\.pt")
@@ -52,22 +61,58 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def checksum_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
 def save_checkpoint(run: str | Path, step: int, payload: dict, keep_last: int) -> Path:
-    """Atomically write `payload` as the checkpoint of `step`; prune to the newest keep_last."""
+    """Atomically write `payload` as the checkpoint of `step` with its sha256 beside it
+    (`step_N.pt.sha256`, written first); prune to the newest keep_last. A failure (a full disk)
+    leaves no temporary file."""
     path = checkpoint_path(Path(run), step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as f:  # the bytes are on disk before the rename makes them visible
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(payload, f)
+            except RuntimeError as e:  # torch wraps the OS's write error (a full disk)
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from e
+                raise
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename shows them
+        atomic_write_bytes(checksum_path(path), (sha256_file(tmp) + "\n").encode())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        err = named(e, path)
+        if err is e:
+            raise
+        raise err from e
     for _, old in list_checkpoints(run)[:-keep_last]:
         old.unlink(missing_ok=True)
+        checksum_path(old).unlink(missing_ok=True)
     return path
 
 
+def verify_checkpoint(path: str | Path) -> None:
+    """CheckpointError when the file's sha256 differs from the one recorded beside it (bytes
+    changed on disk). A checkpoint of an older ardistill without a recorded sha256 passes."""
+    path = Path(path)
+    side = checksum_path(path)
+    if not side.is_file():
+        return
+    want = side.read_text().strip()
+    if sha256_file(path) != want:
+        raise CheckpointError(f"{path}: corrupt (its sha256 differs from the one recorded at "
+                              f"save time in {side.name})")
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by `save_checkpoint` (weights_only: tensors and plain data)."""
+    """A checkpoint written by `save_checkpoint` (checksum verified; weights_only: tensors and
+    plain data)."""
+    verify_checkpoint(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt zip / pickle: name the file
@@ -80,9 +125,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def write_run_config(run: Path, record: dict) -> None:
     """RUN/config.json (atomic)."""
     run.mkdir(parents=True, exist_ok=True)
-    tmp = run / "config.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, run / "config.json")
+    atomic_write_json(run / "config.json", record, indent=2)
 
 
 def truncate_log(path: Path, step: int) -> None:

@@ -9,6 +9,7 @@ message naming the key, both shapes, and the model the file probably belongs to.
 from __future__ import annotations
 
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -41,17 +42,24 @@ def read_file(path: str | Path) -> dict:
         except SafetensorError as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     try:
-        with _safe_globals():
+        with _safe_globals(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's pickle-protocol notes
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_mmap_ok(path))
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     except Exception as e:  # pickle.UnpicklingError from weights_only
-        if "Unsupported global" in str(e):
+        # torch's message advises weights_only=False: ardistill never shows nor does that
+        if "unsupported global" in str(e).lower():
             raise CheckpointError(
-                f"{path}: this file needs full pickle loading (it stores Python objects beside "
-                "the weights), which ardistill refuses because it can execute code. Re-save "
-                "its state dict with `torch.save(obj['model'], 'clean.pt')` in a trusted "
-                f"environment. Original error: {_unsupported_global(e)}"
+                f"{path}: this file holds Python objects beside the weights, and loading it "
+                "would run code from it, which ardistill refuses. If it is a checkpoint you "
+                "trust, re-save its state dict with `torch.save(obj['model'], 'clean.pt')`. "
+                f"What the safe loader found: {_safe_loader_finding(e)}"
+            ) from e
+        if "weights only load failed" in str(e).lower():
+            raise CheckpointError(
+                f"{path}: not a readable torch checkpoint, corrupt or not made by torch.save "
+                f"(the safe loader stopped at: {_safe_loader_finding(e)})"
             ) from e
         # A corrupt pickle stream surfaces as KeyError/ValueError/... from the unpickler.
         raise CheckpointError(
@@ -62,11 +70,17 @@ def read_file(path: str | Path) -> dict:
     return dict(obj)
 
 
-def _unsupported_global(e: Exception) -> str:
+_TORCH_ADVICE = ("weights only load failed", "weights_only", "please file an issue",
+                 "check the documentation", "do those steps only")
+
+
+def _safe_loader_finding(e: Exception) -> str:
+    """The safe unpickler's own finding, without torch's advice around it."""
     for line in str(e).splitlines():
-        if "Unsupported global" in line:
-            return line.strip()
-    return str(e).splitlines()[0]
+        text = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if text and not any(a in text.lower() for a in _TORCH_ADVICE):
+            return text.split(". Please use")[0].rstrip(".") + "."
+    return "a pickle instruction it does not allow"
 
 
 def _safe_globals():

@@ -78,10 +78,21 @@ class DistContext:
         tdist.gather_object(obj, out, dst=0)
         return out
 
-    def close(self) -> None:
+    def close(self, clean: bool = False) -> None:
+        """Tear down the process group this context made. clean: every rank finished its work
+        (the success path): meet at a barrier first, so no rank closes its connections while
+        another still has a message in flight to it (gloo aborts the process then)."""
         if self.initialized_here and tdist.is_initialized():
+            if clean:
+                tdist.barrier()
             tdist.destroy_process_group()
             self.initialized_here = False
+
+    def __enter__(self) -> DistContext:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(clean=exc_type is None)
 
 
 def from_env(timeout: datetime.timedelta = DEFAULT_TIMEOUT, backend: str = "gloo") -> DistContext:

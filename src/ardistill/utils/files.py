@@ -49,20 +49,56 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def named(e: BaseException, path: Path) -> BaseException:
+    """An OSError without a file name (a failed write) gets `path`'s; anything else as is."""
+    if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    return e
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file, fsync and rename."""
     path = Path(path)
     tmp = tmp_path(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, an interrupt: no partial file stays behind
+        tmp.unlink(missing_ok=True)
+        err = named(e, path)
+        if err is e:
+            raise
+        raise err from e
     _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, obj: dict, **dumps) -> None:
+    """obj as JSON (default: indent 1, sorted keys), atomically."""
+    opts = {"indent": 1, "sort_keys": True, **dumps}
+    atomic_write_bytes(path, (json.dumps(obj, **opts) + "\n").encode())
+
+
+def atomic_write_with(path: Path, write) -> None:
+    """`write(file_object)` into a temporary file, then rename it to `path` (atomic; nothing
+    left behind on failure)."""
+    path = Path(path)
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        err = named(e, path)
+        if err is e:
+            raise
+        raise err from e
+    _fsync_dir(path.parent)
 
 
 def read_json(path: Path, what: str, error: type[Exception] = DataFileError) -> dict:

@@ -15,11 +15,15 @@ so an image scores the same in memory and after a round trip through a file.
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ardistill.errors import DataFileError
+from ardistill.utils.files import atomic_write_with
 
 PNG_SUFFIXES = (".png",)
 
@@ -96,7 +100,8 @@ def save_png(image: Tensor, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(image.detach().cpu()).permute(1, 2, 0).contiguous().numpy()
-    Image.fromarray(arr).save(path)  # (H, W, 3) uint8 -> RGB
+    # (H, W, 3) uint8 -> RGB, atomically (a full disk leaves no truncated PNG)
+    atomic_write_with(path, lambda f: Image.fromarray(arr).save(f, format="PNG"))
     return path
 
 
@@ -123,12 +128,12 @@ def save_npz(path: str | Path, images: Tensor, labels: Tensor | None = None) -> 
     arr = to_uint8(images.detach().cpu()).permute(0, 2, 3, 1).contiguous().numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if labels is None:
-        np.savez(path, arr)
-    else:
+    arrays = [arr]
+    if labels is not None:
         if labels.shape != (arr.shape[0],):
             raise ValueError(f"labels must be ({arr.shape[0]},), got {tuple(labels.shape)}")
-        np.savez(path, arr, labels.detach().cpu().to(torch.int64).numpy())
+        arrays.append(labels.detach().cpu().to(torch.int64).numpy())
+    atomic_write_with(path, lambda f: np.savez(f, *arrays))  # never a partial file
     return path
 
 
@@ -140,11 +145,15 @@ def load_npz_images(path: str | Path) -> tuple[Tensor, Tensor | None]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"npz file not found: {path}")
-    with np.load(path, allow_pickle=False) as f:
-        if "arr_0" not in f.files:
-            raise ValueError(f"{path}: no 'arr_0' (images) in the npz; keys: {f.files}")
-        arr = f["arr_0"]
-        labels = f["arr_1"] if "arr_1" in f.files else None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "arr_0" not in f.files:
+                raise ValueError(f"{path}: no 'arr_0' (images) in the npz; keys: {f.files}")
+            arr = f["arr_0"]
+            labels = f["arr_1"] if "arr_1" in f.files else None
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise DataFileError(f"{path}: not a readable .npz file, truncated or corrupt ({e})") \
+            from e
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(
             f"{path}: arr_0 must be uint8 (N, H, W, 3) images, got {arr.dtype} {arr.shape}"
@@ -167,8 +176,11 @@ def load_png_dir(directory: str | Path) -> Tensor:
         raise ValueError(f"{directory}: no .png files")
     arrs = []
     for p in files:
-        with Image.open(p) as im:
-            arrs.append(np.asarray(im.convert("RGB")))
+        try:
+            with Image.open(p) as im:
+                arrs.append(np.asarray(im.convert("RGB")))
+        except OSError as e:  # PIL's UnidentifiedImageError and truncated files
+            raise DataFileError(f"{p}: not a readable PNG ({e})") from e
     shapes = {a.shape for a in arrs}
     if len(shapes) != 1:
         raise ValueError(f"{directory}: PNGs of different sizes {sorted(shapes)}")

@@ -114,8 +114,9 @@ def _missing_files_error(preset: TeacherPreset, which: str) -> CheckpointError:
                 "tokenizer checkpoint (vq_ds16_c2i.pt)")
     return CheckpointError(
         f"{preset.name}: no {which} checkpoint given. This preset needs the official files: "
-        f"{need}. Pass them (CLI: --teacher-ckpt / --tokenizer-ckpt), or use "
-        "random_weights=True for speed tests."
+        f"{need}. On the command line give the model file as --teacher (its preset is "
+        "detected) and the VQ file as --tokenizer-ckpt; in Python, load_teacher(model_ckpt=..., "
+        "tokenizer_ckpt=...); random_weights=True builds one for speed tests."
     )
 
 
