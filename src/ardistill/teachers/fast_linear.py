@@ -38,6 +38,15 @@ class FastLinear(nn.Linear):
         self.cpu_packing = False
         self._packed: tuple[tuple, Tensor] | None = None
 
+    def __getstate__(self) -> dict:
+        # the packed copy is an opaque oneDNN tensor (not copyable, not picklable): a copy or a
+        # pickle of the module rebuilds it lazily
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(
+            self.__dict__)
+        state = dict(state)
+        state["_packed"] = None
+        return state
+
     def _use_packed(self, x: Tensor) -> bool:
         return (
             self.cpu_packing

@@ -107,6 +107,11 @@ class LlamaGenTeacher:
         cond_t, cap_mask = self._cond(cond)
         return self._full_pass(tokens, cond_t, cap_mask)
 
+    def forward_logits_train(self, tokens: Tensor, cond: Condition) -> Tensor:
+        """`forward_logits` with gradients through the GPT (DD2's trainable copies)."""
+        cond_t, cap_mask = self._cond(cond)
+        return self._full_pass(tokens, cond_t, cap_mask)
+
     @torch.no_grad()
     def forward_logits_pair(self, tokens: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
         """(conditional, null-condition) logits, each (B, N, V) float32, computed in one 2B

@@ -102,7 +102,11 @@ class VARTeacher:
         labels = self._labels(cond)
         return self._tf_logits(tokens, labels)
 
-    def _tf_logits(self, tokens: Tensor, labels: Tensor) -> Tensor:
+    def forward_logits_train(self, tokens: Tensor, cond: Condition) -> Tensor:
+        """`forward_logits` with gradients through the transformer (DD2's trainable copies)."""
+        return self._tf_logits(tokens, self._labels(cond), grad=True)
+
+    def _tf_logits(self, tokens: Tensor, labels: Tensor, grad: bool = False) -> Tensor:
         if tokens.shape[0] != labels.shape[0] and tokens.shape[0] * 2 != labels.shape[0]:
             raise ValueError(f"{tokens.shape[0]} token rows for {labels.shape[0]} labels")
         with torch.no_grad():
@@ -112,6 +116,7 @@ class VARTeacher:
             x = self.vqvae.quantize.indices_to_var_input(scales)
             if labels.shape[0] != x.shape[0]:  # CFG batch: the same tokens for both halves
                 x = x.repeat(2, 1, 1)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             return self.model(labels, x)
 
     def guided_logits(self, tokens: Tensor, cond: Condition, sampling: SamplingConfig) -> Tensor:
