@@ -173,3 +173,15 @@ def test_commands_train_and_sample_dd2(tmp_path, capsys):
     assert main(["sample", "--method", "dd2", "--teacher", SPECS["tiny-llamagen"], "--steps",
                  "2", "--out", str(tmp_path / "z")]) == 2
     assert "one step" in capsys.readouterr().err
+
+
+def test_full_size_dd2_networks_build_with_the_official_student_sizes():
+    """The generator of a full-size preset is its DD student (the official parameter counts,
+    method.md §4); the guidance network is a copy of the teacher's AR network. Built on the
+    meta device: no weights, no memory."""
+    from ardistill.training.dd2 import dd2_sizes
+
+    assert dd2_sizes("llamagen-b") == {"generator": 98_321_672, "guidance": 110_888_448}
+    assert dd2_sizes("llamagen-l")["generator"] == 326_155_272
+    assert dd2_sizes("var-d16") == {"generator": 328_165_664, "guidance": 310_283_520}
+    assert dd2_sizes("var-d20")["generator"] == 635_399_088

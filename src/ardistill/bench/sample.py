@@ -81,6 +81,11 @@ def _settings(preset, teacher, ti: tuple[int, int] | None, with_teacher: bool):
         def gen_dd(noise, cond, student, t_list=t_list):
             return None, sample_dd(student, noise, cond, t_list, dd.split, cb).latents
         out.append((f"DD {len(t_list)}-step", len(t_list), gen_dd))
+
+    def gen_dd2(noise, cond, student):  # one pass, the logits head at every position
+        return None, sample_dd(student, noise, cond, (0,), teacher.layout.num_steps,
+                               cb).latents
+    out.append(("DD2 1-step", 1, gen_dd2))
     if ti is not None:
         n, m = ti
         split = dd.split_teacher_involved[0] if dd.split_teacher_involved else dd.split

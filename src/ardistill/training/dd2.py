@@ -41,9 +41,13 @@ from ardistill.core.seeds import choice_seeds, sample_labels
 from ardistill.errors import TrainingDiverged
 from ardistill.student.ardiffusion import ARDiffusion
 from ardistill.student.files import export_student, load_student_file
+from ardistill.student.llamagen.model import LlamaGenStudent, LlamaGenStudentConfig
 from ardistill.student.registry import build_student
+from ardistill.student.var.model import VARStudent, VARStudentConfig
 from ardistill.teachers.base import Condition, Teacher, decode
+from ardistill.teachers.llamagen.gpt import GPT
 from ardistill.teachers.registry import all_presets, load_teacher
+from ardistill.teachers.var.model import VAR
 from ardistill.training import dd2_steps as S
 from ardistill.training.dist import TrainDist, dist_from_env
 from ardistill.training.ema import EMA
@@ -144,6 +148,23 @@ def dd2_recipe(name: str, **overrides) -> DD2Config:
     if name not in DD2_RECIPES:
         raise KeyError(f"unknown DD2 recipe {name!r}; known: {', '.join(sorted(DD2_RECIPES))}")
     return replace(DD2_RECIPES[name](), **overrides)
+
+
+def dd2_sizes(preset_name: str) -> dict[str, int]:
+    """Parameter counts of the DD2 networks of a teacher preset, built on the meta device (no
+    weights, no memory): the generator (the family's DD student) and the guidance network (a
+    copy of the teacher's AR network). Full-size presets build the same way."""
+    preset = all_presets()[preset_name]
+    with torch.device("meta"):
+        if preset.family == "llamagen":
+            gen = LlamaGenStudent(LlamaGenStudentConfig.from_teacher(
+                preset.model_config, preset.tokenizer_config.codebook_embed_dim))
+            guidance = GPT(preset.model_config)
+        else:
+            gen = VARStudent(VARStudentConfig(preset.model_config))
+            guidance = VAR(preset.model_config)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {"generator": count(gen), "guidance": count(guidance)}
 
 
 @dataclass
