@@ -8,8 +8,9 @@ For each method: `ardistill sample --teacher T --method teacher | --steps 1 | --
 --ref mnist`; the teacher's samples are made once and reused when OUT/teacher exists with the
 same settings. Prints a markdown table (FID +- bootstrap std, ratio to the teacher, precision,
 recall and its ratio, class accuracy) and writes OUT/fidelity.json. A student given as
-`1=FILE` / `2=FILE` is sampled with 1 / 2 DD steps; without --student the shipped students
-are used. Every number of docs/fidelity.md comes from this script.
+`1=FILE` / `2=FILE` is sampled with 1 / 2 DD steps, `dd2=FILE` as a DD2 1-step student;
+without --student the shipped DD1 students are used. Every number of docs/fidelity.md comes
+from this script.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--student", action="append", default=[], metavar="STEPS=FILE",
-                   help="1=FILE or 2=FILE (default: the shipped 1- and 2-step students)")
+                   help="1=FILE, 2=FILE or dd2=FILE (default: the shipped DD1 students)")
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--dd-choice", default="argmax", help="argmax | flow (ardistill sample "
@@ -80,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = {"teacher": ["--method", "teacher"]}
     suffix = "" if args.dd_choice == "argmax" else f"-{args.dd_choice}"
     for steps, path in students.items():
-        methods[f"dd{steps}{suffix}"] = (["--steps", steps, "--dd-choice", args.dd_choice]
-                                         + (["--student", path] if path else []))
+        head = ["--method", "dd2"] if steps == "dd2" else ["--steps", steps]
+        name = "dd2-1step" if steps == "dd2" else f"dd{steps}"
+        methods[f"{name}{suffix}"] = (head + ["--dd-choice", args.dd_choice]
+                                      + (["--student", path] if path else []))
     rows = {}
     for name, m in methods.items():
         rows[name] = sample_and_eval(args.teacher, m, args.out / name, args.num, args.seed,

@@ -37,3 +37,38 @@ def test_sample_resolution_goes_through_the_weights_registry():
         else:
             with pytest.raises(CheckpointError, match=name):
                 default_student_path("mnist-llamagen", steps)
+
+
+def test_ship_student_writes_fp16_and_a_record(tmp_path, capsys):
+    """`ardistill zoo ship-student` copies a run's export as fp16 with its record; `sample`
+    reads the copy; a run of another teacher is refused."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+
+    from ardistill.cli import main
+    from ardistill.student.files import export_student
+    from ardistill.student.registry import build_student
+    from ardistill.teachers.registry import load_teacher
+
+    teacher = load_teacher("mnist-llamagen")
+    run = tmp_path / "run"
+    run.mkdir()
+    export_student(build_student(teacher, generator=torch.Generator().manual_seed(0)),
+                   run / "student.safetensors", teacher, t_list=(0,), split=64)
+    out = tmp_path / "weights"
+    out.mkdir()
+    assert main(["zoo", "ship-student", "--teacher", "mnist-llamagen", "--run", str(run),
+                 "--out", str(out), "--note", "a test"]) == 0
+    shipped = out / "mnist_llamagen_dd1-1step.safetensors"
+    with safe_open(str(shipped), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    rec = json.loads((out / "mnist_llamagen_students.json").read_text())
+    entry = rec["files"]["dd1-1step"]
+    assert entry["name"] == shipped.name and entry["note"] == "a test" and entry["split"] == 64
+    assert main(["sample", "--teacher", "mnist-llamagen", "--student", str(shipped), "--num",
+                 "2", "--batch-size", "2", "--no-pngs", "--out", str(tmp_path / "s")]) == 0
+    assert main(["zoo", "ship-student", "--teacher", "mnist-var", "--run", str(run), "--out",
+                 str(out)]) == 2
+    assert "trained for mnist-llamagen" in capsys.readouterr().err

@@ -43,6 +43,7 @@ from ardistill.zoo.features import (
     write_feature_net,
 )
 from ardistill.zoo.recipes import teacher_recipe
+from ardistill.zoo.ship import ship_student
 from ardistill.zoo.teacher_files import file_names
 
 STAGES = ("tokenizer", "ar", "eval", "all")
@@ -55,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     fp = cmds.add_parser("train-features", help=FEATURES_HELP)
     _features_args(fp)
     fp.set_defaults(func=run_train_features)
+    sp = cmds.add_parser("ship-student", help="ship a trained student as the default of "
+                         "`ardistill sample` (fp16 copy + record)")
+    _ship_args(sp)
+    sp.set_defaults(func=run_ship_student)
     p = sub.add_parser("teacher", help="train / evaluate the embedded teachers (mnist-*)")
     cmds = p.add_subparsers(dest="teacher_command", metavar="COMMAND")
     cmds.required = True
@@ -254,4 +259,37 @@ def run_train_features(args: argparse.Namespace) -> int:
     print(f"FID held-out vs train {record['fid_heldout_vs_train']:.3f}; "
           f"IS held-out {record['inception_score_heldout']:.3f}")
     print(f"wrote {weights} and {meta}", file=sys.stderr)
+    return 0
+
+
+# --- `ardistill zoo ship-student` ------------------------------------------------------
+
+
+def _ship_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, help="embedded teacher preset")
+    p.add_argument("--run", required=True, type=Path, help="a finished `ardistill train` run")
+    p.add_argument("--steps", type=int, choices=(1, 2), default=1)
+    p.add_argument("--method", choices=("dd1", "dd2"), default="dd1")
+    p.add_argument("--fidelity", type=Path, default=None,
+                   help="fidelity.json of scripts/fidelity.py measured on this student")
+    p.add_argument("--fidelity-row", default=None,
+                   help="its row for this student (e.g. dd1); the teacher's row is kept too")
+    p.add_argument("--note", default="", help="free text kept in the record")
+    p.add_argument("--out", type=Path, default=None,
+                   help="weights folder (default: the package's, src/ardistill/weights)")
+
+
+def run_ship_student(args: argparse.Namespace) -> int:
+    fid = None
+    if args.fidelity is not None:
+        rows = json.loads(args.fidelity.read_text())["rows"]
+        if args.fidelity_row not in rows:
+            raise ValueError(f"--fidelity-row {args.fidelity_row!r} not in {sorted(rows)}")
+        keep = ("fid", "fid_std", "precision", "recall", "class_accuracy", "num_samples",
+                "command")
+        fid = {name: {k: rows[name].get(k) for k in keep}
+               for name in ("teacher", args.fidelity_row)}
+    path = ship_student(args.teacher, args.run, args.steps, args.method, fid, args.out,
+                        args.note)
+    print(f"shipped {path}")
     return 0
