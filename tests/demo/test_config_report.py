@@ -61,7 +61,8 @@ def _rows():
             make_row("mnist-x", "dd-1", "dd", 1, m(4.0, 0.4), b(0.01), 1100),
             make_row("mnist-x", "dd-2", "dd", 2, m(3.0, 0.5), b(0.02), 1100),
             make_row("mnist-x", "onestep*", "onestep*", 1, m(60.0, 0.01), b(0.005), 0),
-            make_row("mnist-x", "skip-26", "skip-k", 38, m(20.0, 0.3), b(0.1), 1000)]
+            make_row("mnist-x", "skip-26", "skip-k", 38, m(20.0, 0.3), b(0.1), 1000),
+            make_row("mnist-x", "dd2-shipped", "dd2", 1, m(3.5, 0.3), b(0.01), 1100)]
     return finish_rows(rows)
 
 
@@ -82,7 +83,9 @@ def test_write_report_files(tmp_path):
     md, js = write_report(tmp_path / "r", rows, {"preset": "quick", "seed": 0, "threads": 1},
                           {"mnist-x/pairs": 1.5, "total": 9.0}, extra={"environment": {}})
     doc = json.loads(js.read_text())
-    assert [r["method"] for r in doc["rows"]] == ["teacher", "dd", "dd", "onestep*", "skip-k"]
+    assert [r["method"] for r in doc["rows"]] == ["teacher", "dd", "dd", "onestep*", "skip-k",
+                                                  "dd2"]
+    assert "| mnist-x | DD2 1-step (shipped) | 1 |" in md.read_text()
     for r in doc["rows"]:
         assert r["teacher"] == "mnist-x"
         for k in ("steps", "fid", "seconds_per_image", "speedup", "agreement", "nll", "params"):

@@ -9,7 +9,17 @@ import math
 import pytest
 
 from ardistill.cli import main
-from ardistill.demo.report import METHODS
+from ardistill.demo.report import METHODS, REQUIRED_METHODS
+from ardistill.errors import CheckpointError
+from ardistill.weights import student_file
+
+
+def _ships_dd2(preset: str) -> bool:
+    try:
+        student_file(preset, 1, "dd2")
+    except CheckpointError:
+        return False
+    return True
 
 
 @pytest.mark.slow
@@ -22,10 +32,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     doc = json.loads((out / "report.json").read_text())
     rows = doc["rows"]
     teachers = ["mnist-llamagen", "mnist-var"]
-    assert [r["teacher"] for r in rows] == [t for t in teachers for _ in range(5)]
+    per = {t: 5 + _ships_dd2(t) for t in teachers}  # + a shipped DD2 student's row
+    assert [r["teacher"] for r in rows] == [t for t in teachers for _ in range(per[t])]
     for t in teachers:
         mine = [r for r in rows if r["teacher"] == t]
-        assert {r["method"] for r in mine} == set(METHODS)
+        want = set(REQUIRED_METHODS) | ({"dd2"} if _ships_dd2(t) else set())
+        assert {r["method"] for r in mine} == want and want <= set(METHODS)
         assert sorted(r["steps"] for r in mine if r["method"] == "dd") == [1, 2]
         for r in mine:
             for k in ("steps", "fid", "seconds_per_image", "speedup", "agreement", "nll",
@@ -35,7 +47,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         teacher = next(r for r in mine if r["method"] == "teacher")
         assert teacher["agreement"] == 1.0 and teacher["speedup"] == 1.0
         for r in mine:
-            if r["method"] == "dd":
+            if r["method"] in ("dd", "dd2"):
                 assert r["speedup"] > 1.0, r
     q = doc["quality"]
     assert set(q) == set(teachers) and all("dd1_fid_ratio" in v for v in q.values())
@@ -44,4 +56,5 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "DD 1-step" in md and "onestep*" in md and "skip-" in md
     grids = sorted(p.name for p in (out / "grids").glob("*.png"))
-    assert len(grids) == 10 and "mnist-var_dd-2.png" in grids
+    assert len(grids) == 10 + sum(_ships_dd2(t) for t in teachers)
+    assert "mnist-var_dd-2.png" in grids

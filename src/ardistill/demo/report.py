@@ -12,7 +12,9 @@ import json
 import math
 from pathlib import Path
 
-METHODS = ("teacher", "dd", "onestep*", "skip-k")
+METHODS = ("teacher", "dd", "dd2", "onestep*", "skip-k")
+# methods every teacher's rows have (DD2 only where a DD2 student ships: the demo trains none)
+REQUIRED_METHODS = ("teacher", "dd", "onestep*", "skip-k")
 REQUIRED = ("teacher", "method", "steps", "fid", "seconds_per_image", "speedup")
 # The demo's quick-trained students: DD FID at most this multiple of the teacher's (the paper's
 # students: 2.4-2.8x at 1 step, 1.8-1.9x at 2 steps).
@@ -28,6 +30,8 @@ def make_row(teacher: str, key: str, method: str, steps: int, metrics: dict, ben
     label = {"teacher": "teacher", "onestep*": "onestep*"}.get(method, key)
     if method == "dd":
         label = f"DD {steps}-step"
+    if method == "dd2":
+        label = "DD2 1-step (shipped)"
     return {"teacher": teacher, "method": method, "label": label, "steps": int(steps),
             "fid": float(metrics["fid"]), "fid_ratio": None,
             "agreement": _opt(metrics.get("agreement")), "nll": _opt(metrics.get("nll")),

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 
 from ardistill.demo.config import DemoConfig, StudentSettings
+from ardistill.errors import CheckpointError
 from ardistill.evaluation.images import evaluate_images
 from ardistill.evaluation.tokens import TokenSet, read_tokens, token_metrics
 from ardistill.pairs.config import GenOptions, PairsSettings
 from ardistill.pairs.run import generate_pairs
 from ardistill.sampling.run import Sampler, SampleResult, prepare, sample_with
 from ardistill.sampling.spec import (
+    DD2Method,
     DDMethod,
     Models,
     OneStepMethod,
@@ -34,11 +36,12 @@ from ardistill.sampling.spec import (
     SkipMethod,
     TeacherMethod,
 )
-from ardistill.student.files import load_trained_student
+from ardistill.student.files import load_student_file, load_trained_student
 from ardistill.teachers.base import Teacher
 from ardistill.training import train
 from ardistill.training.config import LossConfig, OptimConfig, recipe
 from ardistill.utils.images import to_uint8
+from ardistill.weights import student_file
 
 # Pairs are computed in teacher passes of this many samples (batch-invariant generation).
 PAIRS_MICRO_BATCH = 64
@@ -142,11 +145,23 @@ def methods_of(teacher: Teacher, cfg: DemoConfig, work: TeacherWork, spec: str,
         ts, rec = students[steps]
         rows.append(row(f"dd-{steps}", "dd", steps,
                         DDMethod(t_list=tuple(ts.t_list), split=rec["sample_split"]), ts.student))
+    shipped_dd2 = _shipped_dd2(teacher, spec)
+    if shipped_dd2 is not None:  # DD2 is not trained by the demo: its shipped student
+        rows.append(row("dd2-shipped", "dd2", 1, DD2Method(), shipped_dd2))
     rows.append(row("onestep*", "onestep*", 1,
                     OneStepMethod(cfg.choice, marginals=str(work.pairs_train))))
     k = cfg.skip_k(teacher.family)
     rows.append(row(f"skip-{k}", "skip-k", s_total - k, SkipMethod(k, cfg.choice)))
     return rows
+
+
+def _shipped_dd2(teacher: Teacher, spec: str):
+    """The preset's shipped DD2 student (`ardistill.weights`), or None when none ships."""
+    try:
+        path = student_file(spec, 1, "dd2")
+    except CheckpointError:
+        return None
+    return load_student_file(teacher, path)[0]
 
 
 @dataclass
