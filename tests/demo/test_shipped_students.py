@@ -72,3 +72,35 @@ def test_ship_student_writes_fp16_and_a_record(tmp_path, capsys):
     assert main(["zoo", "ship-student", "--teacher", "mnist-var", "--run", str(run), "--out",
                  str(out)]) == 2
     assert "trained for mnist-llamagen" in capsys.readouterr().err
+
+
+def test_demo_export_keeps_a_shipped_student(tmp_path, capsys):
+    """`ardistill demo --export-students` never replaces a student shipped by ship-student."""
+    import json
+
+    import torch
+
+    from ardistill.demo.config import DemoConfig
+    from ardistill.demo.export import export_students
+    from ardistill.demo.run import DemoResult
+    from ardistill.student.files import export_student
+    from ardistill.student.registry import build_student
+    from ardistill.teachers.registry import load_teacher
+
+    teacher = load_teacher("mnist-llamagen")
+    src = tmp_path / "student.safetensors"
+    export_student(build_student(teacher, generator=torch.Generator().manual_seed(0)), src,
+                   teacher, t_list=(0,), split=64)
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "mnist_llamagen_dd1-1step.safetensors").write_bytes(b"the shipped one")
+    (out / "mnist_llamagen_students.json").write_text(json.dumps(
+        {"files": {"dd1-1step": {"name": "mnist_llamagen_dd1-1step.safetensors"}}}))
+    rec = {"export": str(src), "sample_split": 64, "t_list": [0], "split": 20, "steps": 1,
+           "seconds": 1.0, "final_loss": 1.0, "eval": {}}
+    result = DemoResult(tmp_path, [], {}, {}, {}, {"mnist-llamagen": {1: rec, 2: rec}})
+    written = export_students(result, DemoConfig.quick(), "ardistill demo", out)
+    assert (out / "mnist_llamagen_dd1-1step.safetensors").read_bytes() == b"the shipped one"
+    assert (out / "mnist_llamagen_dd1-2step.safetensors") in written
+    files = json.loads((out / "mnist_llamagen_students.json").read_text())["files"]
+    assert set(files) == {"dd1-1step", "2"} and "kept the shipped" in capsys.readouterr().out

@@ -20,15 +20,23 @@ from ardistill.weights import shipped_dir, student_file_name, student_record_nam
 def export_students(result: DemoResult, cfg: DemoConfig, command: str,
                     out_dir: str | Path | None = None) -> list[Path]:
     """Write `<preset>_dd1-<steps>step.safetensors` (fp16, the training export's metadata
-    kept) for every teacher and step count, and `<preset>_students.json`; returns the paths."""
+    kept) for every teacher and step count, and `<preset>_students.json`; returns the paths.
+    A student shipped by `ardistill zoo ship-student` (a longer run, with its fidelity
+    numbers) is kept: the demo's quick students never replace it."""
     out_dir = Path(out_dir) if out_dir is not None else shipped_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for preset, students in result.students.items():
+        rec_path = out_dir / student_record_name(preset)
+        old = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+        kept = {k: v for k, v in old.get("files", {}).items() if k.startswith("dd")}
         record = {"preset": preset, "command": command, "seed": cfg.seed,
                   "demo_config": cfg.to_json(), "timings": result.timings,
-                  "rows": [r for r in result.rows if r["teacher"] == preset], "files": {}}
+                  "rows": [r for r in result.rows if r["teacher"] == preset], "files": kept}
         for steps, rec in sorted(students.items()):
+            if f"dd1-{steps}step" in kept:
+                print(f"kept the shipped {steps}-step student of {preset} (ship-student)")
+                continue
             src = Path(rec["export"])
             with safe_open(str(src), "pt") as f:
                 meta = dict(f.metadata() or {})
@@ -46,7 +54,6 @@ def export_students(result: DemoResult, cfg: DemoConfig, command: str,
                                            "training": {k: rec[k] for k in (
                                                "steps", "seconds", "final_loss", "eval")}}
             written.append(dst)
-        rec_path = out_dir / student_record_name(preset)
         rec_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
         written.append(rec_path)
     return written
