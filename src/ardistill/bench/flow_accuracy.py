@@ -19,7 +19,7 @@ from ardistill.flow import DEFAULT_NUM_STEPS, FlowMap, FlowSolverConfig
 from ardistill.flow.reference import LOGIT_STD, make_flow_problem, reference_solve
 
 SETTINGS = ("llamagen", "var")
-# The baseline (DPM-Solver++(2M) on a log-SNR grid, float64): steps -> agreement (%).
+# The baseline solver (DPM-Solver++(2M) on a log-SNR grid, float64): steps -> agreement (%).
 BASELINE = {200: 99.67, 600: 99.92}
 
 

@@ -1,12 +1,6 @@
-"""`ardistill report RUN...`: a Table-1-style report (markdown + JSON) of sample runs.
-
-Each RUN is a folder written by `ardistill sample` (sample.json) and, optionally, evaluated by
-`ardistill eval RUN/samples.npz ...` (RUN/samples.eval.json). Columns as the paper's Table 1:
-model, FID, IS, precision, recall, #param, #step, time per image, speedup; plus the token
-metrics when present. The speedup is the time per image of the first teacher run listed
-divided by the run's (times as `sample` measured them: the whole run, first batch included;
-`ardistill bench sample` gives steady-state times).
-"""
+"""The Table-1 report of sample runs (`table1`, `to_markdown`, `write_report`): one row per
+run folder of `ardistill sample` (+ its samples.eval.json); columns and the speedup rule are
+documented where the command is (`ardistill.cli.report`)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,6 @@ from tqdm import tqdm
 from ardistill.core.choosers import RowMultinomialChooser
 from ardistill.core.pairs_dataset import PairsDataset
 from ardistill.core.seeds import choice_seeds, sample_labels
-from ardistill.errors import TrainingDiverged
 from ardistill.student.ardiffusion import ARDiffusion
 from ardistill.student.files import export_student, load_student_file
 from ardistill.student.llamagen.model import LlamaGenStudent, LlamaGenStudentConfig
@@ -54,7 +53,7 @@ from ardistill.training.ema import EMA
 from ardistill.training.logs import RunLogger
 from ardistill.training.setup import latest_good_checkpoint
 from ardistill.training.state import (
-    list_checkpoints,
+    diverged,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -423,12 +422,7 @@ def _apply(r: DD2State, opt: torch.optim.Optimizer, module: nn.Module, loss: tor
 
 
 def _diverged(r: DD2State, step: int, what: str) -> None:
-    ckpts = list_checkpoints(r.cfg.out)
-    last = f"the last good checkpoint {ckpts[-1][1]} is intact" if ckpts else \
-        "no checkpoint was written yet"
-    raise TrainingDiverged(f"step {step}: {what}; training stopped before updating the "
-                           f"weights ({last}). Lower the learning rates, then rerun the same "
-                           "command to resume from the last checkpoint")
+    raise diverged(r.cfg.out, step, what, "Lower the learning rates")
 
 
 def _checkpoint(r: DD2State, done: int) -> None:

@@ -24,7 +24,6 @@ import torch
 from tqdm import tqdm
 
 from ardistill.core.pairs_dataset import training_inputs
-from ardistill.errors import TrainingDiverged
 from ardistill.student.files import export_student
 from ardistill.teachers.base import Teacher
 from ardistill.training.config import TrainConfig
@@ -33,7 +32,7 @@ from ardistill.training.evaluate import heldout_agreement
 from ardistill.training.logs import RunLogger
 from ardistill.training.losses import LossTerms, dd_loss
 from ardistill.training.setup import RunState, setup_run
-from ardistill.training.state import list_checkpoints, rng_state, save_checkpoint
+from ardistill.training.state import diverged, rng_state, save_checkpoint
 from ardistill.utils.locks import check_output_path, output_folder
 
 EXPORT_NAME = "student.safetensors"
@@ -158,12 +157,7 @@ def _mean_terms(dist: TrainDist, terms: LossTerms) -> dict[str, float]:
 
 
 def _diverged(r: RunState, step: int, what: str) -> None:
-    ckpts = list_checkpoints(r.cfg.out)
-    last = f"the last good checkpoint {ckpts[-1][1]} is intact" if ckpts else \
-        "no checkpoint was written yet"
-    raise TrainingDiverged(f"step {step}: {what}; training stopped before updating the "
-                           f"weights ({last}). Lower the learning rate or check the data, "
-                           "then rerun the same command to resume from the last checkpoint")
+    raise diverged(r.cfg.out, step, what, "Lower the learning rate or check the data")
 
 
 def _checkpoint(r: RunState, done: int) -> None:

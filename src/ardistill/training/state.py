@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ardistill.errors import CheckpointError
+from ardistill.errors import CheckpointError, TrainingDiverged
 from ardistill.utils.files import (
     atomic_write_bytes,
     atomic_write_json,
@@ -135,3 +135,14 @@ def truncate_log(path: Path, step: int) -> None:
     keep = [ln for ln in path.read_text().splitlines()
             if ln.strip() and json.loads(ln).get("step", 0) <= step]
     path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def diverged(run: str | Path, step: int, what: str, advice: str) -> TrainingDiverged:
+    """The error of a non-finite loss or gradient at `step` (1-based), naming the checkpoint a
+    rerun of the same command resumes from."""
+    ckpts = list_checkpoints(run)
+    last = f"the last good checkpoint {ckpts[-1][1]} is intact" if ckpts else \
+        "no checkpoint was written yet"
+    return TrainingDiverged(f"step {step}: {what}; training stopped before updating the "
+                            f"weights ({last}). {advice}, then rerun the same command to "
+                            "resume from the last checkpoint")
