@@ -10,7 +10,9 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import debug_cfg
 
-from ardistill.errors import TrainingDiverged
+from ardistill.errors import CheckpointError, TrainingDiverged
+from ardistill.student.files import export_student
+from ardistill.student.registry import build_student
 from ardistill.training import train
 from ardistill.training.state import list_checkpoints, load_checkpoint
 
@@ -75,3 +77,23 @@ def test_nan_batch_stops_and_keeps_last_good_checkpoint(pairs_cache, tiny, tmp_p
     assert res.start == 6 and res.steps == 10 and all(map(torch.isfinite,
                                                           torch.tensor(res.losses)))
     assert _sha(ckpts[-1][1]) == digest
+
+
+def test_init_student_starts_from_its_weights(pairs_cache, tiny, tmp_path):
+    """--init-student: a new run starts from the file's weights (the first step's loss is the
+    file's loss, not a fresh init's), and another teacher's student is refused."""
+    pairs, teacher = pairs_cache("tiny-var"), tiny("tiny-var")
+    base = train(debug_cfg(pairs, tmp_path / "a", steps=6), teacher=teacher)
+    fresh = train(debug_cfg(pairs, tmp_path / "fresh", steps=1), teacher=teacher)
+    tuned = train(debug_cfg(pairs, tmp_path / "b", steps=1, init_student=str(base.export)),
+                  teacher=teacher)
+    again = train(debug_cfg(pairs, tmp_path / "c", steps=1, init_student=str(base.export)),
+                  teacher=teacher)
+    assert tuned.losses == again.losses and tuned.losses[0] != fresh.losses[0]
+    assert tuned.losses[0] < fresh.losses[0]
+    other = tiny("tiny-llamagen")
+    wrong = export_student(build_student(other), tmp_path / "wrong.safetensors", other,
+                           t_list=(0,), split=2)
+    with pytest.raises(CheckpointError, match="not this"):
+        train(debug_cfg(pairs, tmp_path / "d", steps=1, init_student=str(wrong)),
+              teacher=teacher)

@@ -24,17 +24,19 @@ from ardistill.training.loop import train
 # flag -> TrainConfig field (top level)
 _TOP = {"steps": int, "batch_size": int, "split": int, "holdout": int, "eval_every": int,
         "eval_samples": int, "ckpt_every": int, "keep_last": int, "log_every": int,
-        "ema_decay": float, "seed": int, "teacher": str, "tokenizer_ckpt": str}
+        "ema_decay": float, "seed": int, "teacher": str, "tokenizer_ckpt": str,
+        "init_student": str}
 _OPTIM = {"lr": float, "weight_decay": float, "warmup_steps": int, "schedule": str,
           "min_lr_ratio": float, "grad_clip": float}
 _LOSS = {"ce": float, "latent": float, "perceptual": str, "perceptual_weight": float,
          "lpips_vgg": str, "lpips_linear": str}
 # DD2 only (flag -> DD2Config field)
-_DD2 = {"init_student": str, "regress_steps": int, "guidance_warmup": int,
+_DD2 = {"regress_steps": int, "guidance_warmup": int,
         "guidance_per_step": int, "lr_gen": float, "lr_guidance": float}
 # flags both methods take
 _SHARED = ("steps", "batch_size", "eval_every", "eval_samples", "ckpt_every", "keep_last",
-           "log_every", "ema_decay", "seed", "teacher", "tokenizer_ckpt", "grad_clip")
+           "log_every", "ema_decay", "seed", "teacher", "tokenizer_ckpt", "grad_clip",
+           "init_student")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -108,6 +108,9 @@ class TrainConfig:
         corrupted with NaN (a real bad batch; the math is untouched), to exercise the guard.
     stop_at: stop after this many completed steps (checkpoint written, no export), as if the
         run were interrupted; the same config without it resumes (time-boxed jobs, tests).
+    init_student: a student file (of the pairs' teacher) whose weights start a new run instead
+        of a fresh init: fine-tune a shipped 1-step student into a 2-step one, or continue a
+        run under another schedule. Ignored when the run is resumed from a checkpoint.
     """
 
     pairs: str = ""
@@ -136,6 +139,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     fault_nan_step: int | None = None
     stop_at: int | None = None
+    init_student: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ardistill.core.pairs_dataset import PairsDataset
 from ardistill.errors import CheckpointError
+from ardistill.student.files import load_student_file
 from ardistill.student.registry import build_student
 from ardistill.teachers.base import Teacher, TokenLayout
 from ardistill.teachers.registry import all_presets, load_teacher
@@ -134,6 +135,10 @@ def setup_run(cfg: TrainConfig, teacher: Teacher | None, dist: TrainDist) -> Run
     schedule = resolve_schedule(cfg, teacher)
     student = build_student(teacher, generator=torch.Generator().manual_seed(cfg.seed),
                             device=device, dtype=torch.float32).train()
+    if cfg.init_student and latest_good_checkpoint(cfg.out) is None:
+        init, _ = load_student_file(teacher, cfg.init_student, device=device,
+                                    dtype=torch.float32)
+        student.load_state_dict(init.state_dict())
     ema = EMA(student, cfg.ema_decay, cfg.ema_warmup)
     opt, sched = build_optimizer(student, cfg)
     start, resumed = _resume(cfg, teacher, schedule, student, ema, opt, sched, device)
