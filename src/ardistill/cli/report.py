@@ -5,7 +5,9 @@ Each RUN is a folder written by `ardistill sample` (sample.json) and, optionally
 model, FID, IS, precision, recall, #param, #step, time per image, speedup; plus the token
 metrics when present. The speedup is the time per image of the first teacher run listed
 divided by the run's (times as `sample` measured them: the whole run, first batch included;
-`ardistill bench sample` gives steady-state times).
+`ardistill bench sample` gives steady-state times). --html also writes OUT.html: one
+self-contained page with the table, the quality-speed plot (FID against seconds per image, log
+x, the runs with a FID) and every run's grid, inline.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ardistill.evaluation.report import table1, to_markdown, write_report
+from ardistill.evaluation.report import report_paths, table1, to_markdown, write_report
 from ardistill.utils.locks import check_output_path
 
 
@@ -24,13 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", help="folders written by `ardistill sample`")
     p.add_argument("--out", type=Path, default=Path("report"),
                    help="writes OUT.md and OUT.json (default: report)")
+    p.add_argument("--html", action="store_true",
+                   help="also OUT.html: the table, the quality-speed plot and the grids, inline")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    for suffix in (".md", ".json"):  # a bad --out fails before the runs are read
-        check_output_path(args.out.with_suffix(suffix), what="report output", is_file=True)
+    for path in report_paths(args.out, args.html):  # a bad --out fails before runs are read
+        check_output_path(path, what="report output", is_file=True)
     report = table1(args.runs)
     print(to_markdown(report), end="")
-    write_report(report, args.out)
+    paths = write_report(report, args.out, html=args.html)
+    if args.html:
+        print(f"report: {paths[2]}")
     return 0

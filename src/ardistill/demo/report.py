@@ -12,6 +12,9 @@ import json
 import math
 from pathlib import Path
 
+from ardistill.evaluation.html import Table, html_page, plot_points, quality_speed_png
+from ardistill.utils.files import atomic_write_bytes
+
 METHODS = ("teacher", "dd", "dd2", "onestep*", "skip-k")
 # methods every teacher's rows have (DD2 only where a DD2 student ships: the demo trains none)
 REQUIRED_METHODS = ("teacher", "dd", "onestep*", "skip-k")
@@ -131,10 +134,34 @@ def markdown(rows: list[dict], settings: dict, timings: dict,
     return "\n".join(lines) + "\n"
 
 
+def to_html(rows: list[dict], settings: dict, grids: list[tuple[str, bytes]],
+            plot_png: bytes | None) -> str:
+    """report.html: the Table-1 rows, the quality-speed plot and the grids per method."""
+    n = rows[0]["num_samples"] if rows else 0
+    table = Table("Table 1 (this run's quick-trained students and the shipped ones)",
+                  ["teacher", "method", "steps", "FID", "FID / teacher", "precision", "recall",
+                   "agreement", "params", "s / image", "speedup"],
+                  [[r["teacher"], r["label"], str(r["steps"]), f"{r['fid']:.2f}",
+                    _f(r["fid_ratio"], ".2f") + "x", _f(r.get("precision"), ".3f"),
+                    _f(r.get("recall"), ".3f"), _f(r["agreement"], ".3f"), f"{r['params']:,}",
+                    f"{r['seconds_per_image']:.4f}", _f(r["speedup"], ".1f") + "x"]
+                   for r in rows])
+    intro = (f"<p>Preset <code>{settings.get('preset')}</code>, seed {settings.get('seed')}, "
+             f"{settings.get('threads')} thread(s). FID: shipped MNIST features, {n} samples per "
+             "method against the held-out MNIST digits (few samples bias FID upward: compare "
+             "rows, not papers). Time: seconds per image at batch 1, VQ decoding included, "
+             "median after warm-up; speedup = teacher time / method time.</p>")
+    return html_page("ardistill demo: Distilled Decoding on the embedded MNIST teachers", intro,
+                     [table], grids, plot_png)
+
+
 def write_report(out: str | Path, rows: list[dict], settings: dict, timings: dict,
-                 cpu: dict | None = None, extra: dict | None = None) -> tuple[Path, Path]:
+                 cpu: dict | None = None, extra: dict | None = None,
+                 grids: list[tuple[str, bytes]] | None = None) -> tuple[Path, Path]:
     """Write `out/report.json` ({"rows", "quality", "settings", "timings", "cpu_seconds",
-    ...extra}) and `out/report.md`; returns their paths."""
+    ...extra}), `out/report.md`, `out/quality_speed.png` (FID against seconds per image) and
+    the self-contained `out/report.html` (grids: (caption, PNG bytes) per method); returns the
+    paths of the markdown and JSON files."""
     check_rows(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,4 +171,9 @@ def write_report(out: str | Path, rows: list[dict], settings: dict, timings: dic
     js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     md = out / "report.md"
     md.write_text(markdown(rows, settings, timings, cpu))
+    points = plot_points(rows)
+    plot = quality_speed_png(points, "Quality against speed (ardistill demo)") if points else None
+    if plot is not None:
+        atomic_write_bytes(out / "quality_speed.png", plot)
+    atomic_write_bytes(out / "report.html", to_html(rows, settings, grids or [], plot).encode())
     return md, js

@@ -83,9 +83,13 @@ def _run_demo(cfg: DemoConfig, out: Path) -> DemoResult:
     finish_rows(rows)
     clock.timings["total"] = round(time.perf_counter() - t_start, 2)
     clock.cpu["total"] = round(time.process_time() - c_start, 2)
+    grids = [(f"{k.split(':', 1)[1].replace(':', ': ')}", Path(v).read_bytes())
+             for k, v in files.items() if k.startswith("grid:")]
     md, js = write_report(out, rows, cfg.to_json(), clock.timings, cpu=clock.cpu,
-                          extra={"environment": _environment(cfg), "students": students})
-    files.update(report_md=str(md), report_json=str(js))
+                          extra={"environment": _environment(cfg), "students": students},
+                          grids=grids)
+    files.update(report_md=str(md), report_json=str(js), report_html=str(out / "report.html"),
+                 quality_speed=str(out / "quality_speed.png"))
     return DemoResult(out, rows, clock.timings, clock.cpu, files, students)
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ardistill.errors import DataFileError
+from ardistill.evaluation.html import Table, html_page, plot_points, quality_speed_png
 from ardistill.utils.files import atomic_write_bytes, atomic_write_json
 from ardistill.utils.locks import check_output_path, output_folder
 
@@ -25,7 +26,9 @@ def read_run(run: str | Path) -> dict:
         raise FileNotFoundError(f"{run}: no sample.json (not a folder of `ardistill sample`)")
     meta = _read_json(meta_path)
     try:
+        models = meta["settings"].get("models") or {}
         row = {"run": str(run), "model": meta["label"], "method": meta["method"],
+               "teacher": models.get("teacher") if isinstance(models, dict) else None,
                "parameters": meta["settings"].get("parameters"), "steps": meta["steps"],
                "seconds_per_image": meta["seconds_per_image"], "num": meta["num"]}
     except (KeyError, AttributeError, TypeError) as e:
@@ -50,25 +53,37 @@ def _read_json(path: Path) -> dict:
     return obj
 
 
-def write_report(report: dict, out: Path) -> tuple[Path, Path]:
-    """OUT.md and OUT.json, atomically, holding OUT's folder's lock."""
-    md, js = out.with_suffix(".md"), out.with_suffix(".json")
-    for p in (md, js):
+def report_paths(out: Path, html: bool = False) -> list[Path]:
+    """OUT.md, OUT.json (and OUT.html)."""
+    return [out.with_suffix(s) for s in (".md", ".json", ".html")[:3 if html else 2]]
+
+
+def write_report(report: dict, out: Path, html: bool = False) -> list[Path]:
+    """OUT.md and OUT.json (and OUT.html with `html`), atomically, holding OUT's folder's
+    lock."""
+    paths = report_paths(out, html)
+    for p in paths:
         check_output_path(p, what="report output", is_file=True)
     with output_folder(out.parent, what="report folder"):
-        atomic_write_bytes(md, to_markdown(report).encode())
-        atomic_write_json(js, report, indent=2, sort_keys=False)
-    return md, js
+        atomic_write_bytes(paths[0], to_markdown(report).encode())
+        atomic_write_json(paths[1], report, indent=2, sort_keys=False)
+        if html:
+            atomic_write_bytes(paths[2], to_html(report).encode("utf-8"))
+    return paths
 
 
 def table1(runs: list[str | Path]) -> dict:
-    """{"rows": [...], "teacher_run": str | None}; speedups against the first teacher run."""
+    """{"rows": [...], "teacher_run": str | None}; each row's speedup is against the first
+    teacher run of the same teacher (runs of several teachers in one report), else against
+    the first teacher run listed."""
     rows = [read_run(r) for r in runs]
-    base = next((r for r in rows if r["method"] == "teacher"), None)
+    teachers = [r for r in rows if r["method"] == "teacher"]
+    first = teachers[0] if teachers else None
     for r in rows:
+        base = next((t for t in teachers if t.get("teacher") == r.get("teacher")), first)
         r["speedup"] = (base["seconds_per_image"] / r["seconds_per_image"]
                         if base and r["seconds_per_image"] > 0 else None)
-    return {"rows": rows, "teacher_run": None if base is None else base["run"]}
+    return {"rows": rows, "teacher_run": None if first is None else first["run"]}
 
 
 def _cell(key: str, v) -> str:
@@ -90,3 +105,24 @@ def to_markdown(report: dict) -> str:
     for r in report["rows"]:
         lines.append("| " + " | ".join(_cell(k, r.get(k)) for k in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def to_html(report: dict) -> str:
+    """The self-contained report.html: the table, the quality-speed plot (runs with a FID) and
+    each run's grid.png, inline."""
+    rows = report["rows"]
+    table = Table("Table 1", ["teacher", *HEADERS],
+                  [[str(r.get("teacher") or "-")] + [_cell(k, r.get(k)) for k in COLUMNS]
+                   for r in rows])
+    points = plot_points([{**r, "label": r["model"]} for r in rows], group_key="teacher")
+    grids = []
+    for r in rows:
+        grid = Path(r["run"]) / "grid.png"
+        if grid.is_file():
+            grids.append((f"{r['model']} ({r['run']})", grid.read_bytes()))
+    intro = ("<p>Rows: runs of <code>ardistill sample</code>, with their "
+             "<code>ardistill eval</code> metrics where present. Speedup: time per image of "
+             "the first teacher run divided by the run's (as <code>sample</code> measured "
+             "them).</p>")
+    return html_page("ardistill report", intro, [table], grids,
+                     quality_speed_png(points) if points else None)
