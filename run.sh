@@ -45,13 +45,27 @@ setup() {
   fi
 }
 
+# The browser test (tests/app/test_app_browser.py) drives Debian's chromium through Playwright;
+# nothing ever downloads a browser. As root, `./run.sh test` installs the package by name.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium for the browser test"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >&2 || { log "apt-get install chromium failed: the browser test will fail"; return 1; }
+  else
+    log "chromium is missing: install Debian's chromium package (the browser test needs it)"
+    return 1
+  fi
+}
+
 cmd="${1:-demo}"
 [ $# -gt 0 ] && shift
 setup
 export PATH="$venv/bin:$PATH"
 case "$cmd" in
   setup) log "ready: $venv" ;;
-  test) exec "$venv/bin/python" -m pytest "$@" ;;
+  test) ensure_chromium || true; exec "$venv/bin/python" -m pytest "$@" ;;
   demo) exec "$venv/bin/ardistill" demo "$@" ;;
   *) exec "$venv/bin/ardistill" "$cmd" "$@" ;;
 esac

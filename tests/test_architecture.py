@@ -21,7 +21,7 @@ FLOORS: dict[int, set[str]] = {
     2: {"teachers", "student"},  # networks
     3: {"core"},  # the contracts every workflow shares
     4: {"pairs", "training", "sampling", "evaluation", "zoo"},  # workflows
-    5: {"bench", "demo"},  # compositions of workflows
+    5: {"bench", "demo", "app"},  # compositions of workflows
     6: {"cli", "__main__"},  # the command line
 }
 # (importer, imported) pairs allowed on one floor

@@ -14,11 +14,11 @@ import os
 import sys
 
 from ardistill import __version__
-from ardistill.cli import bench, demo, evaluate, pairs, report, sample, train, zoo
+from ardistill.cli import app, bench, demo, evaluate, pairs, report, sample, train, zoo
 from ardistill.errors import USER_ERRORS, message
 
 # Modules that contribute subcommands, in the order `ardistill --help` shows them.
-COMMANDS = (bench, demo, pairs, sample, evaluate, train, report, zoo)
+COMMANDS = (bench, demo, pairs, sample, evaluate, train, report, zoo, app)
 
 
 def build_parser() -> argparse.ArgumentParser:

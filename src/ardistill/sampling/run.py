@@ -35,6 +35,7 @@ from ardistill.sampling.spec import (
     DD2Method,
     DDMethod,
     Method,
+    Models,
     OneStepMethod,
     SampleConfig,
     SkipMethod,
@@ -107,19 +108,38 @@ def default_student_path(teacher_spec: str, steps: int = 1, method: str = "dd1")
 
 def load_models(cfg: SampleConfig) -> tuple[Teacher, Student | None, dict]:
     """(teacher, student or None when the method needs none, the student file's hints)."""
-    m, dtype = cfg.models, dtypes.resolve(cfg.models.dtype)
-    teacher = load_teacher(m.teacher, tokenizer_ckpt=m.tokenizer_ckpt, device=m.device,
-                           dtype=dtype)
-    if m.compile and hasattr(teacher, "set_compile"):
-        teacher.set_compile(True)  # VAR: compiled blocks in sessions
+    teacher = load_sampling_teacher(cfg.models)
     if not cfg.method.needs_student:
         return teacher, None, {}
-    path = m.student or default_student_path(m.teacher, cfg.method.num_steps,
-                                             getattr(cfg.method, "student_method", "dd1"))
-    student, hints = load_student_file(teacher, path, device=m.device, dtype=dtype)
+    student, hints = load_sampling_student(cfg, teacher)
+    return teacher, student, hints
+
+
+def load_sampling_teacher(m: Models) -> Teacher:
+    """The teacher of `m`, on its device and dtype (compiled VAR blocks with m.compile)."""
+    teacher = load_teacher(m.teacher, tokenizer_ckpt=m.tokenizer_ckpt, device=m.device,
+                           dtype=dtypes.resolve(m.dtype))
+    if m.compile and hasattr(teacher, "set_compile"):
+        teacher.set_compile(True)  # VAR: compiled blocks in sessions
+    return teacher
+
+
+def student_path(cfg: SampleConfig) -> Path:
+    """The student file a student method of `cfg` reads: --student, else the shipped one."""
+    m = cfg.models
+    return Path(m.student) if m.student else default_student_path(
+        m.teacher, cfg.method.num_steps, getattr(cfg.method, "student_method", "dd1"))
+
+
+def load_sampling_student(cfg: SampleConfig, teacher: Teacher) -> tuple[Student, dict]:
+    """(student, hints) of `cfg`'s student method for `teacher` (loaded by
+    `load_sampling_teacher(cfg.models)`)."""
+    m = cfg.models
+    student, hints = load_student_file(teacher, student_path(cfg), device=m.device,
+                                       dtype=dtypes.resolve(m.dtype))
     if m.compile:
         student = torch.compile(student)
-    return teacher, student, hints
+    return student, hints
 
 
 # ---------------------------------------------------------------------------------- prepare
@@ -158,14 +178,25 @@ def dd_settings(method: DDMethod | TeacherInvolvedMethod, teacher: Teacher,
 
 
 def prepare(cfg: SampleConfig, teacher: Teacher, student: Student | None,
-            hints: dict | None = None) -> Sampler:
-    """Bind `cfg.method` to the models: resolved settings, onestep* marginals, captions."""
+            hints: dict | None = None,
+            on_step: Callable[[int, int], None] | None = None) -> Sampler:
+    """Bind `cfg.method` to the models: resolved settings, onestep* marginals, captions.
+    on_step(done, total): called at every AR step of the teacher (progress bars); it sees the
+    steps only, never the tokens."""
     captions = _captions(cfg, teacher)
     method, codebook = cfg.method, teacher.dd_codebook().float()
 
     def chooser(choice: str, noise: Tensor, seeds: np.ndarray):
-        return make_chooser(choice, noise=noise, layout=teacher.layout, codebook=codebook,
-                            row_seeds=seeds, flow_steps=cfg.flow_steps)
+        choose = make_chooser(choice, noise=noise, layout=teacher.layout, codebook=codebook,
+                              row_seeds=seeds, flow_steps=cfg.flow_steps)
+        if on_step is None:
+            return choose
+        total = teacher.layout.num_steps
+
+        def counted(step: int, probs: Tensor) -> Tensor:
+            on_step(step + 1, total)
+            return choose(step, probs)
+        return counted
 
     if method.needs_student and student is None:
         raise ValueError(f"method {method.name} needs a student")
@@ -398,5 +429,6 @@ def sample(cfg: SampleConfig) -> SampleResult:
     return result
 
 
-__all__ = ["Method", "SampleConfig", "SampleResult", "Sampler", "load_models", "prepare",
-           "sample", "sample_with", "write_outputs"]
+__all__ = ["Method", "SampleConfig", "SampleResult", "Sampler", "load_models",
+           "load_sampling_student", "load_sampling_teacher", "prepare", "sample", "sample_with",
+           "student_path", "write_outputs"]
