@@ -101,7 +101,7 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
                 columns.append(col)
 
         def generate(teacher_v, classes_v, captions_v, seed_v, count_v, methods_v, skip_v,
-                     involved_v, s1, s2, s3, progress=gr.Progress()):
+                     involved_v, s1, s2, s3, progress=gr.Progress()):  # noqa: B008 (gradio)
             hidden = [gr.update(visible=False)] * len(APP_METHODS)
             blank = [gr.update()] * len(APP_METHODS)
             try:
