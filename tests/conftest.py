@@ -11,6 +11,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `--dtype auto` (the inference default) picks bf16 on AMX / avx512_bf16 CPUs: the suite pins
+# fp32 so that its exact comparisons hold on every machine (tests/test_dtypes_auto.py covers
+# both choices of the probe).
+os.environ.setdefault("ARDISTILL_AUTO_DTYPE", "fp32")
+
 
 def oracle_dir() -> Path:
     """The oracle pack: $ARDISTILL_ORACLE_DIR, default ../shared/oracle beside the repository."""

@@ -136,7 +136,7 @@ def _preset_t2(teacher: Teacher) -> int:
 
 
 def sample_config(req: Request, name: str, teacher: Teacher, device: str = "cpu",
-                  dtype: str = "fp32") -> SampleConfig:
+                  dtype: str = "auto") -> SampleConfig:
     """The SampleConfig `ardistill sample` builds for the same flags (one batch of count)."""
     method = method_spec(name, req, teacher)
     student = req.students.get(name) or None
@@ -149,7 +149,7 @@ def sample_config(req: Request, name: str, teacher: Teacher, device: str = "cpu"
 class Comparer:
     """Loads each teacher and student once, then answers requests."""
 
-    def __init__(self, device: str = "cpu", dtype: str = "fp32") -> None:
+    def __init__(self, device: str = "cpu", dtype: str = "auto") -> None:
         self.device, self.dtype = device, dtype
         self._teachers: dict[tuple, Teacher] = {}
         self._students: dict[tuple, tuple] = {}

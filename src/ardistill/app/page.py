@@ -33,7 +33,7 @@ class AppOptions:
     tokenizer_ckpt: str | None = None
     students: tuple[tuple[str, str], ...] = ()
     device: str = "cpu"
-    dtype: str = "fp32"
+    dtype: str = "auto"
 
 
 def slug(name: str) -> str:
@@ -94,7 +94,7 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
             for name in APP_METHODS:
                 with gr.Column(visible=False, min_width=160) as col:
                     titles.append(gr.Markdown(f"**{name}**", elem_id=f"title-{slug(name)}"))
-                    galleries.append(gr.Gallery(format="png", columns=4, height="auto",
+                    galleries.append(gr.Gallery(format="png", columns=3, height=300,
                                                 show_label=False, object_fit="contain",
                                                 elem_id=f"gallery-{slug(name)}",
                                                 elem_classes=["ard-gallery"]))
@@ -132,8 +132,7 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
                 else:
                     sp = "" if p.speedup is None else f", {p.speedup:.1f}x"
                     heads.append(f"**{p.label}**  \n{p.seconds_per_image:.4f} s / image{sp}")
-                    imgs.append([(im, f"#{i} label {lab}") for i, (im, lab)
-                                 in enumerate(zip(p.images, p.labels))])
+                    imgs.append([(im, str(lab)) for im, lab in zip(p.images, p.labels)])
             errors = [p for p in panels if p.error]
             text = (f"{len(panels) - len(errors)} of {len(panels)} methods done "
                     f"({req.teacher}, seed {req.seed}, {req.count} images each)")

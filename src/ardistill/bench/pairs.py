@@ -120,7 +120,7 @@ def _line(name: str, r: dict) -> str:
 def _bench_preset(name: str, args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     teacher = load_teacher(name, random_weights=True, device=device,
-                           dtype=dtypes.resolve(args.dtype))
+                           dtype=dtypes.resolve(args.dtype, args.device))
     m = 2 if args.quick else args.micro_batch
     num = m if args.quick else -(-args.num // m) * m
     settings = PairsSettings(num=num, micro_batch=m, shard_size=num, threads=args.threads,

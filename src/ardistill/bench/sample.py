@@ -15,14 +15,13 @@ pre-trained-N-M (multinomial teacher, default N = 0, M = num_steps // 8).
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ardistill.bench.timing import Timing, machine_header, steady_time
 from ardistill.errors import UserError
 from ardistill.sampling.methods import sample_dd, sample_teacher, sample_teacher_involved
 from ardistill.student.registry import build_student
@@ -40,7 +39,7 @@ class Options:
     repeats: int = 3
     teacher_involved: str | None = None
     no_teacher: bool = False
-    dtype: str = 'fp32'
+    dtype: str = 'auto'
     device: str = 'cpu'
     threads: int = 0
     compile: bool = False
@@ -54,18 +53,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float,
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[Timing,
                                                                                        object]:
-    """(median seconds of `repeats` calls after one warm-up call, the last result)."""
-    out = fn()
-    _sync(device)
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs), out
+    """(the steady-state Timing of `fn`, the last result): warm-up until steady
+    (`bench.timing.steady_time`)."""
+    t = steady_time(fn, repeats, device)
+    return t, t.result
 
 
 def _settings(preset, teacher, ti: tuple[int, int] | None, with_teacher: bool):
@@ -104,7 +97,7 @@ def bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dict
     preset = all_presets()[name]
     device = torch.device(args.device)
     teacher = load_teacher(name, random_weights=True, device=device,
-                           dtype=dtypes.resolve(args.dtype))
+                           dtype=dtypes.resolve(args.dtype, args.device))
     student = build_student(teacher)
     if args.compile:
         student.compile(dynamic=False)
@@ -128,8 +121,10 @@ def bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dict
                        else (lambda lat=lat: teacher.decode_latents(lat)))
                 t_dec, _ = median_time(dec, repeats, device)
             row = {"preset": name, "setting": label, "steps": steps, "batch": b,
-                   "generate_s_per_image": t_gen / b, "vq_s_per_image": t_dec / b,
-                   "total_s_per_image": (t_gen + t_dec) / b}
+                   "generate_s_per_image": t_gen.median / b, "vq_s_per_image": t_dec.median / b,
+                   "total_s_per_image": (t_gen.median + t_dec.median) / b,
+                   "generate_min_s_per_image": t_gen.min / b, "repeats": t_gen.repeats,
+                   "warmup": t_gen.warmup}
             if label == "teacher":
                 base = row
             if base is not None:
@@ -154,13 +149,15 @@ def _parse_ti(text: str | None, num_steps: int) -> tuple[int, int] | None:
 
 
 HEADER = (f"{'preset':<14} {'setting':<24} {'steps':>5} {'batch':>5} {'gen s/img':>10} "
-          f"{'VQ s/img':>9} {'total s/img':>11} {'speedup gen':>11} {'speedup total':>13}")
+          f"{'gen min':>9} {'VQ s/img':>9} {'total s/img':>11} {'speedup gen':>11} "
+          f"{'speedup total':>13}")
 
 
 def format_row(r: dict) -> str:
     sg, st = r.get("speedup_generate"), r.get("speedup_total")
     return (f"{r['preset']:<14} {r['setting']:<24} {r['steps']:>5} {r['batch']:>5} "
-            f"{r['generate_s_per_image']:>10.4f} {r['vq_s_per_image']:>9.4f} "
+            f"{r['generate_s_per_image']:>10.4f} {r.get('generate_min_s_per_image', 0):>9.4f} "
+            f"{r['vq_s_per_image']:>9.4f} "
             f"{r['total_s_per_image']:>11.4f} "
             f"{'-' if sg is None else f'{sg:.1f}x':>11} {'-' if st is None else f'{st:.1f}x':>13}")
 
@@ -177,8 +174,11 @@ def run(args: Options) -> int:
         raise UserError(f"unknown presets {bad}; known: {', '.join(sorted(known))}")
     repeats = 1 if args.quick else args.repeats
     batches = sorted({1, 2 if args.quick else args.batch})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, "
-          f"device {args.device}{', compiled student' if args.compile else ''}", flush=True)
+    dtype = dtypes.name_of(dtypes.resolve(args.dtype, args.device))
+    print(machine_header(dtype, args.device) + (", compiled student" if args.compile else ""),
+          flush=True)
+    print(f"times: median of {repeats} timed runs after warm-up until steady (two consecutive "
+          "untimed runs within 10%); 'gen min' is the fastest run", flush=True)
     print(HEADER, flush=True)
     rows = []
     for name in names:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ardistill.bench.timing import machine_header, steady_time
 from ardistill.errors import UserError
 from ardistill.student.procedure import few_step
 from ardistill.student.registry import build_student
@@ -40,7 +39,7 @@ class Options:
     steps: str = '1,2'
     batch: int = 8
     repeats: int = 5
-    dtype: str = 'fp32'
+    dtype: str = 'auto'
     device: str = 'cpu'
     threads: int = 0
     compile: bool = False
@@ -66,16 +65,12 @@ def time_student(student, teacher, t_list: list[int], split: int, batch: int, re
     noise = torch.randn(batch, n, d, generator=gen).to(teacher.device)
     cond = teacher.sample_conditions(batch, gen).to(teacher.device)
     codebook = teacher.dd_codebook().to(teacher.device)
-    with torch.no_grad():
-        few_step(student, noise, cond, t_list, split, codebook)  # warm-up (and compilation)
-        runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            few_step(student, noise, cond, t_list, split, codebook)
-            _sync(teacher.device)
-            runs.append((time.perf_counter() - t0) / batch)
+    with torch.no_grad():  # warm-up until steady (compilation, kernel selection excluded)
+        t = steady_time(lambda: few_step(student, noise, cond, t_list, split, codebook),
+                        repeats, teacher.device)
     return {"batch": batch, "steps": len(t_list), "t_list": list(t_list), "split": split,
-            "s_per_image": statistics.median(runs), "runs": runs}
+            "s_per_image": t.median / batch, "min_s_per_image": t.min / batch,
+            "repeats": t.repeats, "warmup": t.warmup, "runs": [r / batch for r in t.runs]}
 
 
 def _sync(device) -> None:
@@ -166,7 +161,7 @@ def _line(name: str, res: dict) -> str:
 def _bench_preset(name: str, args, steps: list[int], batches: list[int], repeats: int):
     preset = all_presets()[name]
     teacher = load_teacher(name, random_weights=True, device=args.device,
-                           dtype=dtypes.resolve(args.dtype))
+                           dtype=dtypes.resolve(args.dtype, args.device))
     try:
         student = build_student(teacher)
     except ValueError as e:
@@ -175,8 +170,9 @@ def _bench_preset(name: str, args, steps: list[int], batches: list[int], repeats
     if args.compile:
         student.compile(dynamic=False)
     params = sum(p.numel() for p in student.parameters())
+    dtype = dtypes.name_of(dtypes.resolve(args.dtype, args.device))
     print(f"{name} student: {params / 1e6:.1f} M parameters, split {preset.dd.split}, "
-          f"t2 {preset.dd.t2}, {args.dtype}, device {args.device}"
+          f"t2 {preset.dd.t2}, {dtype}, device {args.device}"
           f"{', compiled' if args.compile else ''}", flush=True)
     size = official_size(preset) if args.official_dd is not None else None
     out = []
@@ -212,8 +208,10 @@ def run(args: Options) -> int:
     repeats = 1 if args.quick else args.repeats
     batches = sorted({1, 2 if args.quick else args.batch})
     known = all_presets()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads "
-          "(student DD steps only, VQ decoding not included)", flush=True)
+    print(machine_header(dtypes.name_of(dtypes.resolve(args.dtype, args.device)), args.device)
+          + " (student DD steps only, VQ decoding not included)", flush=True)
+    print(f"times: median of {repeats} timed runs after warm-up until steady [all runs]",
+          flush=True)
     results = []
     for name in [p.strip() for p in args.presets.split(",") if p.strip()]:
         if name not in known:

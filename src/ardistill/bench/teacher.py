@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ardistill.bench.timing import machine_header
 from ardistill.errors import UserError
 from ardistill.teachers.base import MultinomialChooser, decode
 from ardistill.teachers.registry import all_presets, load_teacher
@@ -35,7 +36,7 @@ class Options:
     presets: str = 'llamagen-b,var-d16'
     batch: int = 16
     repeats: int = 3
-    dtype: str = 'fp32'
+    dtype: str = 'auto'
     device: str = 'cpu'
     threads: int = 0
     compile: bool = False
@@ -65,6 +66,7 @@ def time_teacher(teacher, batch: int, repeats: int, seed: int = 0,
         sample_s.append((t1 - t0) / batch)
         decode_s.append((time.perf_counter() - t1) / batch)
     return {"batch": batch, "s_per_image": statistics.median(sample_s),
+            "min_s_per_image": min(sample_s), "repeats": repeats,
             "decode_s_per_image": statistics.median(decode_s), "runs": sample_s}
 
 
@@ -123,7 +125,7 @@ def _line(name: str, res: dict) -> str:
 
 def _bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dict]:
     teacher = load_teacher(name, random_weights=True, device=args.device,
-                           dtype=dtypes.resolve(args.dtype))
+                           dtype=dtypes.resolve(args.dtype, args.device))
     s = teacher.default_sampling
     print(f"{name}: {teacher.layout.num_steps} steps, cfg {s.cfg_scale}, top-k {s.top_k}, "
           f"top-p {s.top_p}, {args.dtype}, device {args.device}", flush=True)
@@ -143,7 +145,8 @@ def run(args: Options) -> int:
     repeats = 1 if args.quick else args.repeats
     batches = [1, 4 if args.quick else args.batch]
     known = all_presets()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads", flush=True)
+    print(machine_header(dtypes.name_of(dtypes.resolve(args.dtype, args.device)), args.device),
+          flush=True)
     results = []
     for name in [p.strip() for p in args.presets.split(",") if p.strip()]:
         if name not in known:

@@ -75,7 +75,8 @@ def _pairs_args(p: argparse.ArgumentParser) -> None:
                    help="samples decoded together (default: all --num)")
     p.add_argument("--flow-steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
-    add_dtype(p)
+    add_dtype(p, default="fp32", help="teacher dtype (default fp32, as gen-pairs: the flow map "
+              "needs exact probabilities)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the gen-pairs setting)")
     p.add_argument("--compare-batch", action="store_true",
                    help="also time the samples as one teacher session (no micro-batches)")

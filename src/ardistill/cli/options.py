@@ -26,9 +26,14 @@ def add_device(p: argparse.ArgumentParser, *, choices: tuple[str, ...] | None = 
     p.add_argument("--device", default="cpu", choices=choices, help=help)
 
 
-def add_dtype(p: argparse.ArgumentParser, default: str = "fp32", help: str | None = None) -> None:
-    p.add_argument("--dtype", choices=dtypes.DTYPE_CHOICES, type=dtypes.canonical,
-                   default=default, help=help)
+AUTO_HELP = ("auto (default): bf16 where it is fast (CUDA; CPUs with AMX or avx512_bf16, "
+             "probed once and logged), fp32 elsewhere")
+
+
+def add_dtype(p: argparse.ArgumentParser, default: str = "auto", help: str | None = None) -> None:
+    """--dtype of inference commands: auto | fp32 | bf16 | fp16."""
+    p.add_argument("--dtype", choices=dtypes.INFERENCE_CHOICES, type=dtypes.canonical,
+                   default=default, help=help or AUTO_HELP)
 
 
 def add_threads(p: argparse.ArgumentParser, default: int | None = 0, help: str | None = None

@@ -118,7 +118,7 @@ def load_models(cfg: SampleConfig) -> tuple[Teacher, Student | None, dict]:
 def load_sampling_teacher(m: Models) -> Teacher:
     """The teacher of `m`, on its device and dtype (compiled VAR blocks with m.compile)."""
     teacher = load_teacher(m.teacher, tokenizer_ckpt=m.tokenizer_ckpt, device=m.device,
-                           dtype=dtypes.resolve(m.dtype))
+                           dtype=dtypes.resolve(m.dtype, m.device))
     if m.compile and hasattr(teacher, "set_compile"):
         teacher.set_compile(True)  # VAR: compiled blocks in sessions
     return teacher
@@ -136,7 +136,7 @@ def load_sampling_student(cfg: SampleConfig, teacher: Teacher) -> tuple[Student,
     `load_sampling_teacher(cfg.models)`)."""
     m = cfg.models
     student, hints = load_student_file(teacher, student_path(cfg), device=m.device,
-                                       dtype=dtypes.resolve(m.dtype))
+                                       dtype=dtypes.resolve(m.dtype, m.device))
     if m.compile:
         student = torch.compile(student)
     return student, hints
@@ -336,6 +336,8 @@ def sample_with(teacher: Teacher, sampler: Sampler, cfg: SampleConfig) -> Sample
 
 def _settings(cfg: SampleConfig, sampler: Sampler) -> dict:
     out = asdict(cfg)
+    out["models"]["dtype_resolved"] = dtypes.name_of(dtypes.resolve(cfg.models.dtype,
+                                                                    cfg.models.device))
     out["method"] = {"name": cfg.method.name, **out["method"]}
     out.update(sampler.settings, parameters=sampler.parameters)
     if sampler.captions is not None:

@@ -32,13 +32,14 @@ def _check_dd_choice(choice: str) -> None:
 class Models:
     """teacher: a preset, a model checkpoint or a `module:function` factory
     (`teachers.registry.load_teacher`); tokenizer_ckpt: its VQ file (official presets);
-    student: a student file for the DD methods (None: the preset's shipped student)."""
+    student: a student file for the DD methods (None: the preset's shipped student);
+    dtype: fp32 | bf16 | fp16 | auto (`utils.dtypes`: bf16 where it is fast, else fp32)."""
 
     teacher: str
     tokenizer_ckpt: str | None = None
     student: str | None = None
     device: str = "cpu"
-    dtype: str = "fp32"
+    dtype: str = "auto"
     compile: bool = False
 
     def __post_init__(self) -> None:
