@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="1=FILE, 2=FILE or dd2=FILE (default: the shipped DD1 students)")
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--dd-choice", default="argmax", help="argmax | flow (ardistill sample "
-                   "--dd-choice); with flow the DD rows are named dd1-flow, dd2-flow")
+    p.add_argument("--dd-choice", default="auto", help="auto (default: what a user gets: "
+                   "each student file's recorded choice) | argmax | flow (ardistill sample "
+                   "--dd-choice); with argmax or flow the DD rows are named dd1-argmax, ...")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     students = dict(s.split("=", 1) for s in args.student) or {"1": None, "2": None}
     methods = {"teacher": ["--method", "teacher"]}
-    suffix = "" if args.dd_choice == "argmax" else f"-{args.dd_choice}"
+    suffix = "" if args.dd_choice == "auto" else f"-{args.dd_choice}"
     for steps, path in students.items():
         head = ["--method", "dd2"] if steps == "dd2" else ["--steps", steps]
         name = "dd2-1step" if steps == "dd2" else f"dd{steps}"

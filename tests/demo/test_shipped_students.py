@@ -69,9 +69,54 @@ def test_ship_student_writes_fp16_and_a_record(tmp_path, capsys):
     assert entry["name"] == shipped.name and entry["note"] == "a test" and entry["split"] == 64
     assert main(["sample", "--teacher", "mnist-llamagen", "--student", str(shipped), "--num",
                  "2", "--batch-size", "2", "--no-pngs", "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "sample.json").read_text())["settings"][
+        "dd_choice"] == "argmax"  # auto, and the file records no choice: the official argmax
     assert main(["zoo", "ship-student", "--teacher", "mnist-var", "--run", str(run), "--out",
                  str(out)]) == 2
     assert "trained for mnist-llamagen" in capsys.readouterr().err
+
+
+def test_recorded_dd_choice_is_what_auto_samples(tmp_path):
+    """ship-student --dd-choice flow: the file records it; `sample` (--dd-choice auto, the
+    default) then equals an explicit --dd-choice flow, and --dd-choice argmax still overrides."""
+    import json
+
+    import numpy as np
+    import torch
+    from safetensors import safe_open
+
+    from ardistill.cli import main
+    from ardistill.student.files import export_student
+    from ardistill.student.registry import build_student
+    from ardistill.teachers.registry import load_teacher
+
+    teacher = load_teacher("mnist-var")
+    run = tmp_path / "run"
+    run.mkdir()
+    export_student(build_student(teacher, generator=torch.Generator().manual_seed(1)),
+                   run / "student.safetensors", teacher, t_list=(0,), split=6)
+    out = tmp_path / "weights"
+    out.mkdir()
+    assert main(["zoo", "ship-student", "--teacher", "mnist-var", "--run", str(run), "--out",
+                 str(out), "--dd-choice", "flow"]) == 0
+    shipped = out / "mnist_var_dd1-1step.safetensors"
+    with safe_open(str(shipped), "pt") as f:
+        assert f.metadata()["dd_choice"] == "flow"
+    rec = json.loads((out / "mnist_var_students.json").read_text())
+    assert rec["files"]["dd1-1step"]["dd_choice"] == "flow"
+    runs = {}
+    for choice in ("auto", "flow", "argmax"):
+        o = tmp_path / choice
+        assert main(["sample", "--teacher", "mnist-var", "--student", str(shipped), "--num", "6",
+                     "--batch-size", "6", "--no-pngs", "--dd-choice", choice, "--out",
+                     str(o)]) == 0
+        runs[choice] = (json.loads((o / "sample.json").read_text()),
+                        np.load(o / "tokens.npz")["tokens"])
+    assert runs["auto"][0]["label"] == "DD 1-step (flow)"
+    assert runs["auto"][0]["settings"]["dd_choice"] == "flow"
+    assert np.array_equal(runs["auto"][1], runs["flow"][1])
+    assert runs["argmax"][0]["label"] == "DD 1-step"
+    assert not np.array_equal(runs["argmax"][1], runs["flow"][1])
 
 
 def test_demo_export_keeps_a_shipped_student(tmp_path, capsys):

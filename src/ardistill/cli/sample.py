@@ -49,11 +49,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-involved", type=ints, default=None, metavar="N,M",
                    help="pre-trained-N-M: the teacher regenerates steps N..M-1 "
                    "(implies --method teacher-involved)")
-    p.add_argument("--dd-choice", choices=DD_CHOICES, default="argmax",
-                   help="how a DD student's logits become tokens: argmax (official), flow (the "
-                   "flow map of each position's input noise over the student's distribution: "
-                   "deterministic in the noise, keeps the alternatives the student hesitates "
-                   "between)")
+    p.add_argument("--dd-choice", choices=("auto", *DD_CHOICES), default="auto",
+                   help="how a DD student's logits become tokens: auto (default: the choice "
+                   "the student file records; shipped students record the one that measured "
+                   "best, else argmax), argmax (official), flow (the flow map of each "
+                   "position's input noise over the student's distribution: deterministic in "
+                   "the noise, keeps the alternatives the student hesitates between)")
     p.add_argument("--teacher-choice", choices=CHOICES, default="multinomial",
                    help="how the teacher picks tokens: multinomial (official), flow (flow map "
                    "of the same noise: deterministic in the noise), greedy")

@@ -275,6 +275,9 @@ def _ship_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fidelity-row", default=None,
                    help="its row for this student (e.g. dd1); the teacher's row is kept too")
     p.add_argument("--note", default="", help="free text kept in the record")
+    p.add_argument("--dd-choice", choices=("argmax", "flow"), default=None,
+                   help="record how this student's logits become tokens (what `sample "
+                   "--dd-choice auto` uses): the choice its fidelity row measured")
     p.add_argument("--out", type=Path, default=None,
                    help="weights folder (default: the package's, src/ardistill/weights)")
 
@@ -290,6 +293,6 @@ def run_ship_student(args: argparse.Namespace) -> int:
         fid = {name: {k: rows[name].get(k) for k in keep}
                for name in ("teacher", args.fidelity_row)}
     path = ship_student(args.teacher, args.run, args.steps, args.method, fid, args.out,
-                        args.note)
+                        args.note, dd_choice=args.dd_choice)
     print(f"shipped {path}")
     return 0

@@ -221,22 +221,28 @@ def prepare(cfg: SampleConfig, teacher: Teacher, student: Student | None,
         if dd2:  # one step, logits everywhere: what the DD2 export records
             method = DDMethod(t_list=(0,), split=teacher.layout.num_steps, choice=method.choice)
         t_list, split = dd_settings(method, teacher, hints)
-
-        dd_choose = dd_token_choice(method.choice, codebook, cfg.flow_steps)
+        choice = resolve_dd_choice(method.choice, hints)
+        dd_choose = dd_token_choice(choice, codebook, cfg.flow_steps)
 
         def run_dd(noise, cond, seeds):
             out = sample_dd(student, noise, cond, t_list, split, codebook, dd_choose)
             return out.tokens, out.latents
 
         label = ("DD2 1-step" if dd2 else f"DD {len(t_list)}-step") + (
-            "" if method.choice == "argmax" else f" ({method.choice})")
+            "" if choice == "argmax" else f" ({choice})")
         sampler = Sampler(label, len(t_list), _parameters(student), run_dd,
-                          {"t_list": list(t_list), "split": split})
+                          {"t_list": list(t_list), "split": split, "dd_choice": choice})
     else:
         sampler = _teacher_involved(method, teacher, student, hints, chooser, codebook,
-                                    dd_token_choice(method.dd_choice, codebook, cfg.flow_steps))
+                                    dd_token_choice(resolve_dd_choice(method.dd_choice, hints),
+                                                    codebook, cfg.flow_steps))
     sampler.captions = captions
     return sampler
+
+
+def resolve_dd_choice(choice: str, hints: dict | None) -> str:
+    """"auto" -> the student file's recorded choice (`dd_choice` metadata), else "argmax"."""
+    return (hints or {}).get("dd_choice", "argmax") if choice == "auto" else choice
 
 
 def _teacher_involved(method: TeacherInvolvedMethod, teacher: Teacher, student: Student,

@@ -23,9 +23,15 @@ def _check_choice(choice: str) -> None:
         raise ValueError(f"teacher choice must be one of {', '.join(CHOICES)}, got {choice!r}")
 
 
+# "auto": the choice the student file records (shipped students: the one measured best by the
+# fidelity protocol), else "argmax" (official)
+SPEC_DD_CHOICES = ("auto", *DD_CHOICES)
+
+
 def _check_dd_choice(choice: str) -> None:
-    if choice not in DD_CHOICES:
-        raise ValueError(f"DD choice must be one of {', '.join(DD_CHOICES)}, got {choice!r}")
+    if choice not in SPEC_DD_CHOICES:
+        raise ValueError(f"DD choice must be one of {', '.join(SPEC_DD_CHOICES)}, got "
+                         f"{choice!r}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class DD2Method:
     """One step of a DD2 generator (method.md §10): a DD student file read at t = 0 with the
     logits head everywhere (default: the preset's shipped DD2 student). choice: as DDMethod."""
 
-    choice: str = "argmax"
+    choice: str = "auto"
     name: ClassVar[str] = "dd2"
     needs_student: ClassVar[bool] = True
     num_steps: ClassVar[int] = 1
@@ -108,7 +114,7 @@ class TeacherInvolvedMethod:
     choice: str = "multinomial"
     split: int | None = None
     official_prefix_quirk: bool = False
-    dd_choice: str = "argmax"
+    dd_choice: str = "auto"
     name: ClassVar[str] = "teacher-involved"
     needs_student: ClassVar[bool] = True
     num_steps: ClassVar[int] = 2

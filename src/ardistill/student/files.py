@@ -120,7 +120,8 @@ def load_student_file(teacher: Teacher, path: str | Path, *, device: torch.devic
                       dtype: torch.dtype = torch.float32) -> tuple[Student, dict]:
     """A DD student file (an ardistill export or an official DD checkpoint), loaded strictly
     for `teacher` -> (student, hints). hints: {"t_list": [...], "split": int} when the file
-    records them (ardistill exports, docs/training.md), else {}."""
+    records them (ardistill exports, docs/training.md), plus "dd_choice" (argmax | flow) when
+    the file recommends how its logits become tokens (shipped students), else {}."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"student file not found: {path}")
@@ -133,4 +134,6 @@ def load_student_file(teacher: Teacher, path: str | Path, *, device: torch.devic
                                   f"(fingerprint {fp[:12]}), not this {teacher.name}")
         if "t_list" in meta and "split" in meta:
             hints = {"t_list": json.loads(meta["t_list"]), "split": int(meta["split"])}
+        if meta.get("dd_choice") in ("argmax", "flow"):
+            hints["dd_choice"] = meta["dd_choice"]
     return load_student(teacher, path, device=device, dtype=dtype), hints

@@ -24,10 +24,13 @@ from ardistill.weights import shipped_dir, student_file_name, student_record_nam
 
 def ship_student(preset: str, run: str | Path, steps: int, method: str = "dd1",
                  fidelity: dict | None = None, out_dir: str | Path | None = None,
-                 note: str = "") -> Path:
+                 note: str = "", dd_choice: str | None = None) -> Path:
     """Copy RUN/student.safetensors into the shipped weights (fp16) and record it; returns the
     written student file. fidelity: the row of `scripts/fidelity.py` measured on this run's
-    student (and the teacher's row), kept in the record."""
+    student (and the teacher's row), kept in the record. dd_choice: "argmax" | "flow", written
+    into the file's metadata: what `ardistill sample --dd-choice auto` uses with it."""
+    if dd_choice not in (None, "argmax", "flow"):
+        raise ValueError(f"dd_choice must be argmax or flow, got {dd_choice!r}")
     p = all_presets().get(preset)
     if p is None or not p.embedded:
         raise ValueError(f"{preset!r} is not an embedded teacher: only their students ship")
@@ -40,6 +43,9 @@ def ship_student(preset: str, run: str | Path, steps: int, method: str = "dd1",
         sd = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("teacher_name") != preset:
         raise CheckpointError(f"{src} was trained for {meta.get('teacher_name')}, not {preset}")
+    meta.pop("dd_choice", None)
+    if dd_choice is not None:
+        meta["dd_choice"] = dd_choice
     out = Path(out_dir) if out_dir is not None else shipped_dir()
     dst = out / student_file_name(preset, steps, method)
     save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in sd.items()},
@@ -52,7 +58,8 @@ def ship_student(preset: str, run: str | Path, steps: int, method: str = "dd1",
     record["files"][f"{method}-{steps}step"] = {
         "name": dst.name, "bytes": dst.stat().st_size, "sha256": sha256_file(dst),
         "dtype": "float16", "method": method, "t_list": json.loads(meta.get("t_list", "[0]")),
-        "split": int(meta.get("split", 0)), "train": json.loads(meta.get("train", "{}")),
+        "split": int(meta.get("split", 0)), "dd_choice": dd_choice or "argmax",
+        "train": json.loads(meta.get("train", "{}")),
         "run_config": config.get("config", config), "fidelity": fidelity or {}, "note": note,
         "shipped": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if method == "dd1":  # the entry of the demo-trained student it replaces
