@@ -58,3 +58,6 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     grids = sorted(p.name for p in (out / "grids").glob("*.png"))
     assert len(grids) == 10 + sum(_ships_dd2(t) for t in teachers)
     assert "mnist-var_dd-2.png" in grids
+    page = (out / "report.html").read_text()  # self-contained: every grid and the plot inline
+    assert page.count("data:image/png;base64,") == len(grids) + 1
+    assert 'id="quality-speed"' in page and (out / "quality_speed.png").stat().st_size > 1000

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print((result.out / "report.md").read_text())
     _print_timings(result.timings)
+    print(f"open {result.out / 'report.html'} (the table, the quality-speed plot and the grids)")
     if args.export_students:
         argv = ["ardistill", "demo", *sys.argv[2:]] if sys.argv[1:2] == ["demo"] else None
         command = shlex.join(argv) if argv else f"ardistill demo --out {args.out}"
