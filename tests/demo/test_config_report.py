@@ -115,3 +115,25 @@ def test_split_choice():
     assert DemoConfig.quick().replace(split="preset").split == "preset"
     with pytest.raises(ValueError, match="split"):
         DemoConfig.quick().replace(split="continuous")
+
+
+def test_shipped_fidelity_table_from_the_records(tmp_path):
+    """The demo's table of the shipped students reads their records (2,000-sample fidelity
+    measured when they shipped), with ratios to the recorded teacher row."""
+    from ardistill.demo.report import shipped_fidelity, shipped_markdown
+
+    teacher = {"fid": 2.0, "fid_std": 0.1, "precision": 0.8, "recall": 0.5,
+               "class_accuracy": 0.99, "num_samples": 2000}
+    student = {**teacher, "fid": 2.2, "recall": 0.45}
+    (tmp_path / "mnist_x_students.json").write_text(json.dumps({"files": {
+        "2": {"name": "old demo entry, no fidelity"},
+        "dd1-2step": {"fidelity": {"teacher": teacher, "dd2": student}},
+        "dd1-1step": {"fidelity": {"teacher": teacher, "dd1": student}, "dd_choice": "flow"}}}))
+    rows = shipped_fidelity(["mnist-x", "mnist-none"], weights=tmp_path)
+    assert [r["student"] for r in rows] == ["teacher", "DD 1-step (flow)", "DD 2-step"]
+    assert rows[1]["fid_ratio"] == pytest.approx(1.1) and rows[1]["recall_ratio"] == \
+        pytest.approx(0.9)
+    text = "\n".join(shipped_markdown(rows))
+    assert "| mnist-x | DD 1-step (flow) | 2000 | 2.200 +- 0.100 | 1.10x |" in text
+    assert "not re-measured by this run" in text
+    assert shipped_markdown([]) == []

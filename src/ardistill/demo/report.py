@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ardistill.evaluation.html import Table, html_page, plot_points, quality_speed_png
 from ardistill.utils.files import atomic_write_bytes
+from ardistill.weights import shipped_dir, student_record_name
 
 METHODS = ("teacher", "dd", "dd2", "onestep*", "skip-k")
 # methods every teacher's rows have (DD2 only where a DD2 student ships: the demo trains none)
@@ -92,15 +93,75 @@ def quality(rows: list[dict]) -> dict:
     return out
 
 
+_SHIPPED_ORDER = ("dd1-1step", "dd1-2step", "dd2-1step")
+
+
+def shipped_fidelity(teachers: list[str], weights: Path | None = None) -> list[dict]:
+    """The fidelity the shipped students' records hold (measured by scripts/fidelity.py when
+    they shipped: 2,000 samples, seed 11, `eval --ref mnist`), per teacher: its teacher row,
+    then one row per shipped student with a record; ratios to that teacher row."""
+    folder = Path(weights) if weights is not None else shipped_dir()
+    rows = []
+    for t in teachers:
+        path = folder / student_record_name(t)
+        if not path.is_file():
+            continue
+        files = json.loads(path.read_text()).get("files", {})
+        entries = [(k, files[k]) for k in _SHIPPED_ORDER if (files.get(k) or {}).get("fidelity")]
+        if not entries:
+            continue
+        teacher_row = entries[0][1]["fidelity"]["teacher"]
+        rows.append({"teacher": t, "student": "teacher", **_fid_cells(teacher_row, teacher_row)})
+        for key, e in entries:
+            fid = {k: v for k, v in e["fidelity"].items() if k != "teacher"}
+            (_, row), = fid.items()
+            method, steps = key.split("-")
+            label = f"{'DD2' if method == 'dd2' else 'DD'} {steps.replace('step', '-step')}"
+            choice = e.get("dd_choice", "argmax")
+            label += "" if choice == "argmax" else f" ({choice})"
+            rows.append({"teacher": t, "student": label, **_fid_cells(row, teacher_row)})
+    return rows
+
+
+def _fid_cells(row: dict, teacher: dict) -> dict:
+    return {"fid": row["fid"], "fid_std": row.get("fid_std"),
+            "fid_ratio": row["fid"] / teacher["fid"], "precision": row.get("precision"),
+            "recall": row.get("recall"), "recall_ratio": (row["recall"] / teacher["recall"]
+                                                          if row.get("recall") is not None
+                                                          and teacher.get("recall") else None),
+            "class_accuracy": row.get("class_accuracy"), "num_samples": row.get("num_samples")}
+
+
+def shipped_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## The shipped students (`ardistill sample`'s defaults), as recorded when "
+             "they shipped", "",
+             "Measured by `scripts/fidelity.py` (2,000 samples per method, seed 11, `ardistill "
+             "eval --ref mnist`), not re-measured by this run; the table above holds this run's "
+             "quick-trained students.", "",
+             "| teacher | student | samples | FID | FID / teacher | precision | recall | "
+             "recall / teacher | class acc. |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['teacher']} | {r['student']} | {r['num_samples']} | "
+                     f"{r['fid']:.3f} +- {_f(r['fid_std'], '.3f')} | {r['fid_ratio']:.2f}x | "
+                     f"{_f(r['precision'], '.3f')} | {_f(r['recall'], '.3f')} | "
+                     f"{_f(r['recall_ratio'], '.2f')}x | {_f(r['class_accuracy'], '.4f')} |")
+    return lines
+
+
 def _f(x, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
 def markdown(rows: list[dict], settings: dict, timings: dict,
-             cpu: dict | None = None) -> str:
-    """report.md: the table, the quality ratios, and how it was measured."""
+             cpu: dict | None = None, shipped: list[dict] | None = None) -> str:
+    """report.md: the table, the quality ratios, the shipped students' recorded fidelity, and
+    how it was measured."""
     n = rows[0]["num_samples"] if rows else 0
     lines = ["# ardistill demo: Distilled Decoding on the embedded MNIST teachers", "",
+             "The main table: the students this run trained quickly (the demo's own, not the "
+             "shipped defaults) beside the teacher and the baselines. "
              f"Preset `{settings.get('preset')}`, seed {settings.get('seed')}, "
              f"{settings.get('threads')} thread(s). FID: shipped MNIST features, {n} samples "
              "per method against the 500 held-out MNIST digits (few samples bias FID upward: "
@@ -126,6 +187,7 @@ def markdown(rows: list[dict], settings: dict, timings: dict,
                 ok = "met" if q[f"dd{s}_meets_floor"] else "NOT met"
                 parts.append(f"{s}-step {q[f'dd{s}_fid_ratio']:.2f}x (floor {FLOORS[s]}x: {ok})")
         lines.append(f"- {t}: " + "; ".join(parts))
+    lines += shipped_markdown(shipped or [])
     cpu = cpu or {}
     lines += ["", "## Stage timings (seconds; CPU = this process's CPU time)", "",
               "| stage | wall | CPU |", "|---|---|---|"]
@@ -135,7 +197,7 @@ def markdown(rows: list[dict], settings: dict, timings: dict,
 
 
 def to_html(rows: list[dict], settings: dict, grids: list[tuple[str, bytes]],
-            plot_png: bytes | None) -> str:
+            plot_png: bytes | None, shipped: list[dict] | None = None) -> str:
     """report.html: the Table-1 rows, the quality-speed plot and the grids per method."""
     n = rows[0]["num_samples"] if rows else 0
     table = Table("Table 1 (this run's quick-trained students and the shipped ones)",
@@ -151,8 +213,20 @@ def to_html(rows: list[dict], settings: dict, grids: list[tuple[str, bytes]],
              "method against the held-out MNIST digits (few samples bias FID upward: compare "
              "rows, not papers). Time: seconds per image at batch 1, VQ decoding included, "
              "median after warm-up; speedup = teacher time / method time.</p>")
+    tables = [table]
+    if shipped:
+        tables.append(Table(
+            "The shipped students (sample's defaults), recorded when they shipped: "
+            "scripts/fidelity.py, 2,000 samples, seed 11, not re-measured by this run",
+            ["teacher", "student", "samples", "FID", "FID / teacher", "precision", "recall",
+             "recall / teacher", "class acc."],
+            [[r["teacher"], r["student"], str(r["num_samples"]),
+              f"{r['fid']:.3f} +- {_f(r['fid_std'], '.3f')}", f"{r['fid_ratio']:.2f}x",
+              _f(r["precision"], ".3f"), _f(r["recall"], ".3f"),
+              _f(r["recall_ratio"], ".2f") + "x", _f(r["class_accuracy"], ".4f")]
+             for r in shipped]))
     return html_page("ardistill demo: Distilled Decoding on the embedded MNIST teachers", intro,
-                     [table], grids, plot_png)
+                     tables, grids, plot_png)
 
 
 def write_report(out: str | Path, rows: list[dict], settings: dict, timings: dict,
@@ -165,15 +239,17 @@ def write_report(out: str | Path, rows: list[dict], settings: dict, timings: dic
     check_rows(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    shipped = shipped_fidelity(list(dict.fromkeys(r["teacher"] for r in rows)))
     doc = {"rows": rows, "quality": quality(rows), "settings": settings, "timings": timings,
-           "cpu_seconds": cpu or {}, **(extra or {})}
+           "cpu_seconds": cpu or {}, "shipped_fidelity": shipped, **(extra or {})}
     js = out / "report.json"
     js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     md = out / "report.md"
-    md.write_text(markdown(rows, settings, timings, cpu))
+    md.write_text(markdown(rows, settings, timings, cpu, shipped))
     points = plot_points(rows)
     plot = quality_speed_png(points, "Quality against speed (ardistill demo)") if points else None
     if plot is not None:
         atomic_write_bytes(out / "quality_speed.png", plot)
-    atomic_write_bytes(out / "report.html", to_html(rows, settings, grids or [], plot).encode())
+    atomic_write_bytes(out / "report.html",
+                       to_html(rows, settings, grids or [], plot, shipped).encode())
     return md, js
