@@ -83,9 +83,10 @@ def test_report_html_cli(tmp_path, capsys):
     page = (tmp_path / "rep.html").read_text()
     assert page.count("data:image/png;base64,") == 5  # the plot and four grids
     assert 'id="quality-speed"' in page and "<td>B</td>" in page
+    assert _png((tmp_path / "rep.png").read_bytes()).std() > 10  # the plot alone
     # without --html no page is written
     assert main(["report", *runs, "--out", str(tmp_path / "plain")]) == 0
-    assert not (tmp_path / "plain.html").exists()
+    assert not (tmp_path / "plain.html").exists() and not (tmp_path / "plain.png").exists()
 
 
 def test_demo_report_writes_html_and_plot(tmp_path):

@@ -7,7 +7,7 @@ metrics when present. The speedup is the time per image of the first teacher run
 divided by the run's (times as `sample` measured them: the whole run, first batch included;
 `ardistill bench sample` gives steady-state times). --html also writes OUT.html: one
 self-contained page with the table, the quality-speed plot (FID against seconds per image, log
-x, the runs with a FID) and every run's grid, inline.
+x, the runs with a FID) and every run's grid, inline; and the plot alone as OUT.png.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("report"),
                    help="writes OUT.md and OUT.json (default: report)")
     p.add_argument("--html", action="store_true",
-                   help="also OUT.html: the table, the quality-speed plot and the grids, inline")
+                   help="also OUT.html (the table, the quality-speed plot and the grids, inline) "
+                   "and OUT.png (the plot)")
     p.set_defaults(func=run)
 
 

@@ -54,8 +54,8 @@ def _read_json(path: Path) -> dict:
 
 
 def report_paths(out: Path, html: bool = False) -> list[Path]:
-    """OUT.md, OUT.json (and OUT.html)."""
-    return [out.with_suffix(s) for s in (".md", ".json", ".html")[:3 if html else 2]]
+    """OUT.md, OUT.json (and OUT.html, OUT.png: the page and its quality-speed plot)."""
+    return [out.with_suffix(s) for s in (".md", ".json", ".html", ".png")[:4 if html else 2]]
 
 
 def write_report(report: dict, out: Path, html: bool = False) -> list[Path]:
@@ -68,7 +68,12 @@ def write_report(report: dict, out: Path, html: bool = False) -> list[Path]:
         atomic_write_bytes(paths[0], to_markdown(report).encode())
         atomic_write_json(paths[1], report, indent=2, sort_keys=False)
         if html:
-            atomic_write_bytes(paths[2], to_html(report).encode("utf-8"))
+            plot = quality_speed(report)
+            atomic_write_bytes(paths[2], to_html(report, plot).encode("utf-8"))
+            if plot is not None:
+                atomic_write_bytes(paths[3], plot)
+            else:
+                paths = paths[:3]
     return paths
 
 
@@ -107,14 +112,20 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(report: dict) -> str:
-    """The self-contained report.html: the table, the quality-speed plot (runs with a FID) and
-    each run's grid.png, inline."""
+def quality_speed(report: dict) -> bytes | None:
+    """The quality-speed plot of the runs with a FID (PNG bytes), None without any."""
+    points = plot_points([{**r, "label": r["model"]} for r in report["rows"]],
+                         group_key="teacher")
+    return quality_speed_png(points) if points else None
+
+
+def to_html(report: dict, plot: bytes | None = None) -> str:
+    """The self-contained report.html: the table, the quality-speed plot (`plot`, else drawn
+    from the runs with a FID) and each run's grid.png, inline."""
     rows = report["rows"]
     table = Table("Table 1", ["teacher", *HEADERS],
                   [[str(r.get("teacher") or "-")] + [_cell(k, r.get(k)) for k in COLUMNS]
                    for r in rows])
-    points = plot_points([{**r, "label": r["model"]} for r in rows], group_key="teacher")
     grids = []
     for r in rows:
         grid = Path(r["run"]) / "grid.png"
@@ -125,4 +136,4 @@ def to_html(report: dict) -> str:
              "the first teacher run divided by the run's (as <code>sample</code> measured "
              "them).</p>")
     return html_page("ardistill report", intro, [table], grids,
-                     quality_speed_png(points) if points else None)
+                     plot if plot is not None else quality_speed(report))
