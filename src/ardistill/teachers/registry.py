@@ -60,7 +60,34 @@ def load_teacher(
         a test). A spec is recorded in pairs datasets, so a factory must be importable again.
     model_ckpt / tokenizer_ckpt: official files for non-embedded presets.
     random_weights: build with random weights (benchmarks; speed does not depend on weights).
+    dtype: of the AR model; a bf16 / fp16 teacher's `fingerprint()` is still that of its float32
+        weights (`_keep_fp32_identity`), so its students and pairs datasets recognise it.
     """
+    if dtype != torch.float32 and not random_weights:
+        teacher = _load(spec, tokenizer_ckpt, model_ckpt, device, dtype, random_weights)
+        return _keep_fp32_identity(teacher, lambda: load_teacher(
+            spec, tokenizer_ckpt=tokenizer_ckpt, model_ckpt=model_ckpt, device="cpu",
+            dtype=torch.float32))
+    return _load(spec, tokenizer_ckpt, model_ckpt, device, dtype, random_weights)
+
+
+def _keep_fp32_identity(teacher: Teacher, reload) -> Teacher:
+    """A teacher loaded in bf16 / fp16 keeps the identity of its float32 weights: students,
+    pairs datasets and records name the float32 fingerprint, and rounding the weights must not
+    make the same teacher a stranger. The float32 copy is loaded on the CPU only when the
+    fingerprint is first asked for, and only the digest is kept."""
+    cache: dict[str, str] = {}
+
+    def fingerprint() -> str:
+        if "digest" not in cache:
+            cache["digest"] = reload().fingerprint()
+        return cache["digest"]
+
+    teacher.fingerprint = fingerprint  # type: ignore[method-assign]
+    return teacher
+
+
+def _load(spec, tokenizer_ckpt, model_ckpt, device, dtype, random_weights) -> Teacher:
     presets = all_presets()
     if spec in presets:
         preset = presets[spec]
