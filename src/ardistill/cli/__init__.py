@@ -14,11 +14,22 @@ import os
 import sys
 
 from ardistill import __version__
-from ardistill.cli import app, bench, demo, evaluate, pairs, report, sample, train, zoo
+from ardistill.cli import (
+    app,
+    bench,
+    captions,
+    demo,
+    evaluate,
+    pairs,
+    report,
+    sample,
+    train,
+    zoo,
+)
 from ardistill.errors import USER_ERRORS, message
 
 # Modules that contribute subcommands, in the order `ardistill --help` shows them.
-COMMANDS = (bench, demo, pairs, sample, evaluate, train, report, zoo, app)
+COMMANDS = (bench, demo, pairs, captions, sample, evaluate, train, report, zoo, app)
 
 
 def build_parser() -> argparse.ArgumentParser:

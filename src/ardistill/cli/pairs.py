@@ -6,8 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ardistill.cli.options import add_teacher, class_ranges, torch_device
-from ardistill.core.captions import load_captions
+from ardistill.cli.options import (
+    add_prompts,
+    add_teacher,
+    class_ranges,
+    encoder_spec,
+    torch_device,
+)
+from ardistill.core.captions import caption_source
 from ardistill.core.pairs_format import read_manifest
 from ardistill.errors import PairsFileError
 from ardistill.pairs.config import GenOptions, PairsSettings, default_batch_size
@@ -59,6 +65,7 @@ def add_gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--captions", type=Path, default=None,
                    help="caption features (.npz/.safetensors with caption, caption_mask) for "
                    "text-conditional teachers; sample i uses row i mod R")
+    add_prompts(p)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="cuda: cuda:LOCAL_RANK under torchrun")
     p.add_argument("--dtype", default="fp32", choices=dtypes.DTYPE_CHOICES,
@@ -103,7 +110,7 @@ def gen_pairs_command(args: argparse.Namespace) -> int:
         batch = args.batch_size or default_batch_size(settings.micro_batch)
         options = GenOptions(batch_size=batch, device=str(device),
                              progress=not args.no_progress)
-        captions = load_captions(args.captions) if args.captions else None
+        captions = caption_source(args.captions, args.prompts, encoder_spec(args, device))
         rep = generate_pairs(teacher, settings, args.out, options=options, captions=captions,
                              spec=args.teacher, dist=dist, device=device)
     if dist.is_main:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ardistill.cli.options import add_dtype, add_teacher, ints
+from ardistill.cli.options import add_dtype, add_prompts, add_teacher, encoder_spec, ints
 from ardistill.core.choosers import CHOICES
 from ardistill.sampling.methods import DD_CHOICES
 from ardistill.sampling.run import sample
@@ -75,6 +75,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="text-conditional teachers: caption features (.npz / .safetensors with "
                    "caption (R, T, D) and caption_mask (R, T), left-padded; sample i uses row "
                    "i mod R, as gen-pairs does; the labels written are the rows)")
+    add_prompts(p)
     p.add_argument("--flow-steps", type=int, default=None, help="flow solver main-grid steps")
     p.add_argument("--device", default="cpu")
     add_dtype(p)
@@ -122,7 +123,9 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
     return SampleConfig(models, method_from_args(args), num=args.num,
                         batch_size=args.batch_size, seed=args.seed, classes=classes,
                         captions=args.captions, flow_steps=args.flow_steps, out=args.out,
-                        pngs=not args.no_pngs)
+                        pngs=not args.no_pngs,
+                        prompts=str(args.prompts) if args.prompts is not None else None,
+                        encoder=encoder_spec(args, args.device))
 
 
 def sample_command(args: argparse.Namespace) -> int:

@@ -5,10 +5,19 @@ FILE is a `.npz` or `.safetensors` holding `caption` (R, T, D) float16/float32 f
 integers), True = valid caption token. Sample i uses row `i mod R` (`core.seeds`). A pairs
 dataset keeps its own copy as `captions.safetensors` (memory-mapped by the reader), and records
 the sha256 of both the given file and the copy.
+
+Prompts become such features through a text encoder (`ardistill.text`): `encode_captions_file`
+(`ardistill encode-captions --prompts FILE --encoder ... --out F`) writes the file,
+`captions_from_prompts` (`--prompts FILE --encoder ...` of gen-pairs and sample) keeps it in
+memory. Their `source_sha256` is the same: the checksum of the .safetensors bytes
+`caption_file_bytes` gives (what `encode-captions --out F.safetensors` writes), so a dataset
+made from prompts records the identity it would have from that file. `caption_source` is the
+one place that picks between `--captions` and `--prompts`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +26,16 @@ import torch
 
 from ardistill.errors import DataFileError
 from ardistill.teachers.base import Condition
-from ardistill.utils.files import encode_safetensors, sha256_file
+from ardistill.text import EncoderSpec, encode_prompts, read_prompts
+from ardistill.utils.files import (
+    atomic_write_bytes,
+    atomic_write_with,
+    encode_safetensors,
+    sha256_bytes,
+    sha256_file,
+)
+
+SUFFIXES = (".npz", ".safetensors")
 
 
 @dataclass
@@ -80,3 +98,67 @@ def load_captions(path: str | Path) -> Captions:
     if cap.dtype not in (np.float16, np.float32):
         cap = cap.astype(np.float32)
     return Captions(cap, arrays["caption_mask"].astype(np.bool_), sha256_file(path))
+
+
+# ------------------------------------------------------------------------------ from prompts
+
+
+def prompts_metadata(prompts: list[str], encoder: EncoderSpec) -> dict[str, str]:
+    """What a caption file made from prompts records, under one key `text_encoder` (a JSON
+    object with sorted keys: safetensors orders several metadata keys at random, one key keeps
+    the bytes, hence the checksum, reproducible): the encoder (no local paths), the number of
+    prompts and the sha256 of their lines joined by newlines (UTF-8)."""
+    info = {**encoder.metadata(), "prompts": len(prompts),
+            "prompts_sha256": sha256_bytes("\n".join(prompts).encode("utf-8"))}
+    return {"text_encoder": json.dumps(info, sort_keys=True)}
+
+
+def caption_file_bytes(caption: np.ndarray, mask: np.ndarray, metadata: dict[str, str]
+                       ) -> bytes:
+    """The .safetensors bytes of a caption file (caption, caption_mask, metadata)."""
+    return encode_safetensors({"caption": np.asarray(caption, dtype=np.float32),
+                               "caption_mask": np.asarray(mask, dtype=np.bool_)}, metadata)
+
+
+def captions_from_prompts(prompts_file: str | Path, encoder: EncoderSpec) -> Captions:
+    """The prompts of `prompts_file` (one a line, `text.read_prompts`) encoded in memory;
+    source_sha256 = the sha256 of the .safetensors file `encode_captions_file` would write."""
+    prompts = read_prompts(prompts_file)
+    cap, mask = encode_prompts(prompts, encoder)
+    data = caption_file_bytes(cap, mask, prompts_metadata(prompts, encoder))
+    return Captions(cap, mask, sha256_bytes(data))
+
+
+def encode_captions_file(prompts_file: str | Path, encoder: EncoderSpec, out: str | Path
+                         ) -> Captions:
+    """`ardistill encode-captions`: encode the prompts of `prompts_file` and write the caption
+    file `out` (.safetensors with the encoder's metadata, or .npz), atomically; returns the
+    captions as `load_captions(out)` would read them."""
+    out = Path(out)
+    if out.suffix not in SUFFIXES:
+        raise ValueError(f"--out {out}: a caption file is .npz or .safetensors")
+    prompts = read_prompts(prompts_file)
+    cap, mask = encode_prompts(prompts, encoder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        data = caption_file_bytes(cap, mask, prompts_metadata(prompts, encoder))
+        atomic_write_bytes(out, data)
+        return Captions(cap, mask, sha256_bytes(data))
+    atomic_write_with(out, lambda f: np.savez(f, caption=cap, caption_mask=mask))
+    return Captions(cap, mask, sha256_file(out))
+
+
+def caption_source(captions: str | Path | None = None, prompts: str | Path | None = None,
+                   encoder: EncoderSpec | None = None) -> Captions | None:
+    """The caption features of a command: a caption file (`--captions`), prompts encoded here
+    (`--prompts` + `--encoder`), or None when neither is given."""
+    if captions is not None and prompts is not None:
+        raise ValueError("--captions and --prompts exclude each other: give caption features "
+                         "or prompts to encode, not both")
+    if prompts is not None:
+        if encoder is None:
+            raise ValueError("--prompts needs --encoder t5:PATH or --encoder minilm")
+        return captions_from_prompts(prompts, encoder)
+    if encoder is not None:
+        raise ValueError("--encoder applies with --prompts FILE only")
+    return load_captions(captions) if captions is not None else None

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ardistill.core.captions import Captions, load_captions
+from ardistill.core.captions import Captions, caption_source
 from ardistill.core.choosers import make_chooser
 from ardistill.core.seeds import caption_rows, choice_seeds, sample_labels, sample_noise
 from ardistill.errors import CheckpointError, UserError
@@ -266,12 +266,14 @@ def _teacher_involved(method: TeacherInvolvedMethod, teacher: Teacher, student: 
 
 def _captions(cfg: SampleConfig, teacher: Teacher) -> Captions | None:
     if teacher.num_classes == 0:
-        if cfg.captions is None:
+        if cfg.captions is None and cfg.prompts is None:
             raise ValueError(f"{teacher.name} is text-conditional: give caption features "
-                             "(`--captions FILE`, docs/pairs.md)")
-        return load_captions(cfg.captions)
-    if cfg.captions is not None:
-        raise ValueError(f"{teacher.name} is class-conditional: --captions applies to "
+                             "(`--captions FILE`, docs/pairs.md) or prompts (`--prompts FILE "
+                             "--encoder t5:PATH|minilm`)")
+        return caption_source(cfg.captions, cfg.prompts, cfg.encoder)
+    if cfg.captions is not None or cfg.prompts is not None:
+        flag = "--captions" if cfg.captions is not None else "--prompts"
+        raise ValueError(f"{teacher.name} is class-conditional: {flag} applies to "
                          "text-conditional teachers only")
     return None
 

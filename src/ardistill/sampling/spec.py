@@ -15,6 +15,7 @@ from typing import ClassVar
 from ardistill.core.choosers import CHOICES
 from ardistill.core.seeds import LABEL_MODES
 from ardistill.sampling.methods import DD_CHOICES
+from ardistill.text import EncoderSpec
 from ardistill.utils import dtypes
 
 
@@ -173,7 +174,10 @@ class SampleConfig:
     class ids (cycled, balanced); captions: the caption feature file of a text-conditional
     teacher (sample i uses row i mod R, as in `gen-pairs`), required for those teachers and
     refused for others. flow_steps: the flow solver's main-grid steps ("flow" choices).
-    out: folder for the files (None: return the result only)."""
+    out: folder for the files (None: return the result only). prompts, encoder: instead of
+    captions, a prompts file (one a line) and the text encoder that turns it into caption
+    features in memory (`core.captions.captions_from_prompts`; the same rows as the file
+    `ardistill encode-captions` writes)."""
 
     models: Models
     method: Method = field(default_factory=DDMethod)
@@ -185,8 +189,15 @@ class SampleConfig:
     flow_steps: int | None = None
     out: str | None = None
     pngs: bool = True
+    prompts: str | None = None
+    encoder: EncoderSpec | None = None
 
     def __post_init__(self) -> None:
+        if self.captions is not None and self.prompts is not None:
+            raise ValueError("--captions and --prompts exclude each other: give caption "
+                             "features or prompts to encode, not both")
+        if (self.prompts is None) != (self.encoder is None):
+            raise ValueError("--prompts FILE and --encoder t5:PATH|minilm go together")
         if self.num < 1 or self.batch_size < 1:
             raise ValueError("num and batch_size must be >= 1")
         if isinstance(self.classes, str) and self.classes not in LABEL_MODES:
