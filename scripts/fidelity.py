@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dd-choice", default="auto", help="auto (default: what a user gets: "
                    "each student file's recorded choice) | argmax | flow (ardistill sample "
                    "--dd-choice); with argmax or flow the DD rows are named dd1-argmax, ...")
+    p.add_argument("--dd-temperature", type=float, default=None,
+                   help="the flow choice's temperature (ardistill sample --dd-temperature); "
+                   "the DD rows get a -tT suffix")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -81,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     students = dict(s.split("=", 1) for s in args.student) or {"1": None, "2": None}
     methods = {"teacher": ["--method", "teacher"]}
     suffix = "" if args.dd_choice == "auto" else f"-{args.dd_choice}"
+    temp = [] if args.dd_temperature is None else ["--dd-temperature", str(args.dd_temperature)]
+    suffix += "" if args.dd_temperature is None else f"-t{args.dd_temperature:g}"
     for steps, path in students.items():
         head = ["--method", "dd2"] if steps == "dd2" else ["--steps", steps]
         name = "dd2-1step" if steps == "dd2" else f"dd{steps}"
-        methods[f"{name}{suffix}"] = (head + ["--dd-choice", args.dd_choice]
+        methods[f"{name}{suffix}"] = (head + ["--dd-choice", args.dd_choice] + temp
                                       + (["--student", path] if path else []))
     rows = {}
     for name, m in methods.items():

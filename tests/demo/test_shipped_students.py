@@ -98,25 +98,33 @@ def test_recorded_dd_choice_is_what_auto_samples(tmp_path):
     out = tmp_path / "weights"
     out.mkdir()
     assert main(["zoo", "ship-student", "--teacher", "mnist-var", "--run", str(run), "--out",
-                 str(out), "--dd-choice", "flow"]) == 0
+                 str(out), "--dd-choice", "flow", "--dd-temperature", "0.5"]) == 0
     shipped = out / "mnist_var_dd1-1step.safetensors"
     with safe_open(str(shipped), "pt") as f:
-        assert f.metadata()["dd_choice"] == "flow"
+        assert f.metadata()["dd_choice"] == "flow" and f.metadata()["dd_temperature"] == "0.5"
     rec = json.loads((out / "mnist_var_students.json").read_text())
     assert rec["files"]["dd1-1step"]["dd_choice"] == "flow"
+    assert rec["files"]["dd1-1step"]["dd_temperature"] == 0.5
     runs = {}
-    for choice in ("auto", "flow", "argmax"):
-        o = tmp_path / choice
+    for name, flags in (("auto", ["--dd-choice", "auto"]),
+                        ("flow", ["--dd-choice", "flow", "--dd-temperature", "0.5"]),
+                        ("flow1", ["--dd-choice", "flow", "--dd-temperature", "1"]),
+                        ("argmax", ["--dd-choice", "argmax"])):
+        o = tmp_path / name
         assert main(["sample", "--teacher", "mnist-var", "--student", str(shipped), "--num", "6",
-                     "--batch-size", "6", "--no-pngs", "--dd-choice", choice, "--out",
-                     str(o)]) == 0
-        runs[choice] = (json.loads((o / "sample.json").read_text()),
-                        np.load(o / "tokens.npz")["tokens"])
-    assert runs["auto"][0]["label"] == "DD 1-step (flow)"
+                     "--batch-size", "6", "--no-pngs", *flags, "--out", str(o)]) == 0
+        runs[name] = (json.loads((o / "sample.json").read_text()),
+                      np.load(o / "tokens.npz")["tokens"])
+    assert runs["auto"][0]["label"] == "DD 1-step (flow, T 0.5)"
     assert runs["auto"][0]["settings"]["dd_choice"] == "flow"
+    assert runs["auto"][0]["settings"]["dd_temperature"] == 0.5
     assert np.array_equal(runs["auto"][1], runs["flow"][1])
+    assert runs["flow1"][0]["label"] == "DD 1-step (flow)"
+    assert not np.array_equal(runs["flow1"][1], runs["flow"][1])
     assert runs["argmax"][0]["label"] == "DD 1-step"
     assert not np.array_equal(runs["argmax"][1], runs["flow"][1])
+    assert main(["zoo", "ship-student", "--teacher", "mnist-var", "--run", str(run), "--out",
+                 str(out), "--dd-temperature", "0.5"]) == 2  # a temperature without flow
 
 
 def test_demo_export_keeps_a_shipped_student(tmp_path, capsys):

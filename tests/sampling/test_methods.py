@@ -168,6 +168,15 @@ def test_flow_dd_choice_keeps_the_students_distribution():
     assert dd_token_choice("argmax", cb)(logits, noise).eq(3).all()
     with pytest.raises(ValueError, match="DD choice"):
         dd_token_choice("nucleus", cb)
+    # temperature T: the flow map over softmax(logits / T); frequencies follow it, and a
+    # small T is the argmax
+    half = dd_token_choice("flow", cb, temperature=0.5)(logits, noise)
+    freq = torch.bincount(half[0], minlength=V).double() / n
+    want = torch.softmax(logits[0, 0] / 0.5, -1).double()
+    assert (freq - want).abs().max() < 4 * (0.25 / n) ** 0.5
+    assert dd_token_choice("flow", cb, temperature=0.02)(logits, noise).eq(3).all()
+    with pytest.raises(ValueError, match="temperature"):
+        dd_token_choice("flow", cb, temperature=0.0)
 
 
 @pytest.mark.parametrize("spec", SPECS)

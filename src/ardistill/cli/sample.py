@@ -55,6 +55,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    "best, else argmax), argmax (official), flow (the flow map of each "
                    "position's input noise over the student's distribution: deterministic in "
                    "the noise, keeps the alternatives the student hesitates between)")
+    p.add_argument("--dd-temperature", type=float, default=None, metavar="T",
+                   help="temperature of the flow choice: softmax(logits / T); below 1 "
+                   "sharpens towards the argmax (default: the student file's recorded one, "
+                   "else 1)")
     p.add_argument("--teacher-choice", choices=CHOICES, default="multinomial",
                    help="how the teacher picks tokens: multinomial (official), flow (flow map "
                    "of the same noise: deterministic in the noise), greedy")
@@ -92,18 +96,20 @@ def method_from_args(args: argparse.Namespace):
         if len(ti) != 2:
             raise ValueError(f"--teacher-involved takes N,M, got {args.teacher_involved}")
         return TeacherInvolvedMethod(ti[0], ti[1], args.teacher_choice, args.split,
-                                     args.official_prefix_quirk, args.dd_choice)
+                                     args.official_prefix_quirk, args.dd_choice,
+                                     args.dd_temperature)
     if args.official_prefix_quirk:
         raise ValueError("--official-prefix-quirk applies to teacher-involved sampling only")
     if name == "teacher-involved":
         raise ValueError("method teacher-involved needs --teacher-involved N,M")
     if name == "dd":
-        return DDMethod(args.steps, args.t_list, args.split, args.dd_choice)
+        return DDMethod(args.steps, args.t_list, args.split, args.dd_choice,
+                        args.dd_temperature)
     if name == "dd2":
         if args.steps != 1 or args.t_list or args.split is not None:
             raise ValueError("--method dd2 is one step with the logits head everywhere: "
                              "--steps, --t-list and --split do not apply")
-        return DD2Method(args.dd_choice)
+        return DD2Method(args.dd_choice, args.dd_temperature)
     if name == "teacher":
         return TeacherMethod(args.teacher_choice)
     if name == "onestep":

@@ -278,6 +278,8 @@ def _ship_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dd-choice", choices=("argmax", "flow"), default=None,
                    help="record how this student's logits become tokens (what `sample "
                    "--dd-choice auto` uses): the choice its fidelity row measured")
+    p.add_argument("--dd-temperature", type=float, default=None,
+                   help="with --dd-choice flow: the temperature its fidelity row measured")
     p.add_argument("--out", type=Path, default=None,
                    help="weights folder (default: the package's, src/ardistill/weights)")
 
@@ -293,6 +295,7 @@ def run_ship_student(args: argparse.Namespace) -> int:
         fid = {name: {k: rows[name].get(k) for k in keep}
                for name in ("teacher", args.fidelity_row)}
     path = ship_student(args.teacher, args.run, args.steps, args.method, fid, args.out,
-                        args.note, dd_choice=args.dd_choice)
+                        args.note, dd_choice=args.dd_choice,
+                        dd_temperature=args.dd_temperature)
     print(f"shipped {path}")
     return 0

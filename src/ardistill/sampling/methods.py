@@ -65,22 +65,26 @@ class DDSample:
 DD_CHOICES = ("argmax", "flow")
 
 
-def dd_token_choice(choice: str, codebook: Tensor, flow_steps: int | None = None
-                    ) -> TokenChoice:
+def dd_token_choice(choice: str, codebook: Tensor, flow_steps: int | None = None,
+                    temperature: float = 1.0) -> TokenChoice:
     """How a DD student's logits become tokens. "argmax": the official rule. "flow": the flow
     map (method.md §2) of each position's own input noise over the student's distribution
     `softmax(logits)`: still a deterministic function of the noise; where the student is
     certain it is the argmax, where it hesitates it keeps the alternatives in proportion
     instead of always taking the mode (and where the student's distribution equals the
-    teacher's conditional, it returns exactly the token the teacher's flow map gives)."""
+    teacher's conditional, it returns exactly the token the teacher's flow map gives).
+    temperature: "flow" maps over softmax(logits / temperature): 1 keeps the student's
+    distribution, below 1 sharpens it towards the argmax (-> 0: the argmax itself)."""
     if choice == "argmax":
         return argmax_choice
     if choice != "flow":
         raise ValueError(f"DD choice must be one of {', '.join(DD_CHOICES)}, got {choice!r}")
+    if not temperature > 0:
+        raise ValueError(f"DD temperature must be > 0, got {temperature}")
     noise_map = build_noise_map(codebook.float(), flow_steps)
 
     def flow_choice(logits: Tensor, noise: Tensor) -> Tensor:
-        probs = torch.softmax(logits.float(), dim=-1)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
         return noise_map(noise.to(probs.device, torch.float32), probs).long()
 
     return flow_choice

@@ -219,23 +219,27 @@ def prepare(cfg: SampleConfig, teacher: Teacher, student: Student | None,
     elif isinstance(method, (DDMethod, DD2Method)):
         dd2 = isinstance(method, DD2Method)
         if dd2:  # one step, logits everywhere: what the DD2 export records
-            method = DDMethod(t_list=(0,), split=teacher.layout.num_steps, choice=method.choice)
+            method = DDMethod(t_list=(0,), split=teacher.layout.num_steps, choice=method.choice,
+                              temperature=method.temperature)
         t_list, split = dd_settings(method, teacher, hints)
         choice = resolve_dd_choice(method.choice, hints)
-        dd_choose = dd_token_choice(choice, codebook, cfg.flow_steps)
+        temp = resolve_dd_temperature(method.temperature, choice, hints)
+        dd_choose = dd_token_choice(choice, codebook, cfg.flow_steps, temp)
 
         def run_dd(noise, cond, seeds):
             out = sample_dd(student, noise, cond, t_list, split, codebook, dd_choose)
             return out.tokens, out.latents
 
-        label = ("DD2 1-step" if dd2 else f"DD {len(t_list)}-step") + (
-            "" if choice == "argmax" else f" ({choice})")
+        label = ("DD2 1-step" if dd2 else f"DD {len(t_list)}-step") + _choice_label(choice, temp)
         sampler = Sampler(label, len(t_list), _parameters(student), run_dd,
-                          {"t_list": list(t_list), "split": split, "dd_choice": choice})
+                          {"t_list": list(t_list), "split": split, "dd_choice": choice,
+                           "dd_temperature": temp})
     else:
+        choice = resolve_dd_choice(method.dd_choice, hints)
         sampler = _teacher_involved(method, teacher, student, hints, chooser, codebook,
-                                    dd_token_choice(resolve_dd_choice(method.dd_choice, hints),
-                                                    codebook, cfg.flow_steps))
+                                    dd_token_choice(choice, codebook, cfg.flow_steps,
+                                                    resolve_dd_temperature(
+                                                        method.dd_temperature, choice, hints)))
     sampler.captions = captions
     return sampler
 
@@ -243,6 +247,21 @@ def prepare(cfg: SampleConfig, teacher: Teacher, student: Student | None,
 def resolve_dd_choice(choice: str, hints: dict | None) -> str:
     """"auto" -> the student file's recorded choice (`dd_choice` metadata), else "argmax"."""
     return (hints or {}).get("dd_choice", "argmax") if choice == "auto" else choice
+
+
+def resolve_dd_temperature(temperature: float | None, choice: str, hints: dict | None) -> float:
+    """The flow choice's temperature: the given one, else the student file's recorded one,
+    else 1 (the argmax has none: 1)."""
+    if choice != "flow":
+        return 1.0
+    return float(temperature if temperature is not None
+                 else (hints or {}).get("dd_temperature", 1.0))
+
+
+def _choice_label(choice: str, temperature: float) -> str:
+    if choice == "argmax":
+        return ""
+    return f" ({choice})" if temperature == 1.0 else f" ({choice}, T {temperature:g})"
 
 
 def _teacher_involved(method: TeacherInvolvedMethod, teacher: Teacher, student: Student,

@@ -29,6 +29,11 @@ def _check_choice(choice: str) -> None:
 SPEC_DD_CHOICES = ("auto", *DD_CHOICES)
 
 
+def _check_temperature(t: float | None) -> None:
+    if t is not None and not t > 0:
+        raise ValueError(f"DD temperature must be > 0, got {t}")
+
+
 def _check_dd_choice(choice: str) -> None:
     if choice not in SPEC_DD_CHOICES:
         raise ValueError(f"DD choice must be one of {', '.join(SPEC_DD_CHOICES)}, got "
@@ -70,12 +75,15 @@ class DDMethod:
     """DD few-step sampling (method.md §6). steps: 1 -> t_list (0,), 2 -> (0, t2); t_list:
     explicit timesteps; split: AR steps whose positions take the logits head. None: the
     student file's recorded values, else the preset's released ones. choice: how the logits
-    become tokens, "argmax" (official) or "flow" (`sampling.methods.dd_token_choice`)."""
+    become tokens, "argmax" (official), "flow" (`sampling.methods.dd_token_choice`) or "auto"
+    (default: the student file's recorded choice, else argmax). temperature: of the "flow"
+    choice (None: the student file's recorded one, else 1)."""
 
     steps: int = 1
     t_list: tuple[int, ...] | None = None
     split: int | None = None
-    choice: str = "argmax"
+    choice: str = "auto"
+    temperature: float | None = None
     name: ClassVar[str] = "dd"
     needs_student: ClassVar[bool] = True
 
@@ -83,6 +91,7 @@ class DDMethod:
         if self.t_list is None and self.steps not in (1, 2):
             raise ValueError(f"steps must be 1 or 2 (or give t_list), got {self.steps}")
         _check_dd_choice(self.choice)
+        _check_temperature(self.temperature)
 
     @property
     def num_steps(self) -> int:
@@ -92,9 +101,11 @@ class DDMethod:
 @dataclass(frozen=True)
 class DD2Method:
     """One step of a DD2 generator (method.md §10): a DD student file read at t = 0 with the
-    logits head everywhere (default: the preset's shipped DD2 student). choice: as DDMethod."""
+    logits head everywhere (default: the preset's shipped DD2 student). choice, temperature:
+    as DDMethod."""
 
     choice: str = "auto"
+    temperature: float | None = None
     name: ClassVar[str] = "dd2"
     needs_student: ClassVar[bool] = True
     num_steps: ClassVar[int] = 1
@@ -102,6 +113,7 @@ class DD2Method:
 
     def __post_init__(self) -> None:
         _check_dd_choice(self.choice)
+        _check_temperature(self.temperature)
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class TeacherInvolvedMethod:
     split: int | None = None
     official_prefix_quirk: bool = False
     dd_choice: str = "auto"
+    dd_temperature: float | None = None
     name: ClassVar[str] = "teacher-involved"
     needs_student: ClassVar[bool] = True
     num_steps: ClassVar[int] = 2
@@ -123,6 +136,7 @@ class TeacherInvolvedMethod:
     def __post_init__(self) -> None:
         _check_choice(self.choice)
         _check_dd_choice(self.dd_choice)
+        _check_temperature(self.dd_temperature)
         if not 0 <= self.n < self.m:
             raise ValueError(f"teacher-involved needs 0 <= N < M, got N={self.n}, M={self.m}")
 

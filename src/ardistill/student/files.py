@@ -120,8 +120,9 @@ def load_student_file(teacher: Teacher, path: str | Path, *, device: torch.devic
                       dtype: torch.dtype = torch.float32) -> tuple[Student, dict]:
     """A DD student file (an ardistill export or an official DD checkpoint), loaded strictly
     for `teacher` -> (student, hints). hints: {"t_list": [...], "split": int} when the file
-    records them (ardistill exports, docs/training.md), plus "dd_choice" (argmax | flow) when
-    the file recommends how its logits become tokens (shipped students), else {}."""
+    records them (ardistill exports, docs/training.md), plus "dd_choice" (argmax | flow) and
+    "dd_temperature" when the file recommends how its logits become tokens (shipped students),
+    else {}."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"student file not found: {path}")
@@ -136,4 +137,10 @@ def load_student_file(teacher: Teacher, path: str | Path, *, device: torch.devic
             hints = {"t_list": json.loads(meta["t_list"]), "split": int(meta["split"])}
         if meta.get("dd_choice") in ("argmax", "flow"):
             hints["dd_choice"] = meta["dd_choice"]
+        if "dd_temperature" in meta:
+            try:
+                hints["dd_temperature"] = float(meta["dd_temperature"])
+            except ValueError as e:
+                raise CheckpointError(f"{path}: dd_temperature {meta['dd_temperature']!r} "
+                                      "is not a number") from e
     return load_student(teacher, path, device=device, dtype=dtype), hints

@@ -24,13 +24,17 @@ from ardistill.weights import shipped_dir, student_file_name, student_record_nam
 
 def ship_student(preset: str, run: str | Path, steps: int, method: str = "dd1",
                  fidelity: dict | None = None, out_dir: str | Path | None = None,
-                 note: str = "", dd_choice: str | None = None) -> Path:
+                 note: str = "", dd_choice: str | None = None,
+                 dd_temperature: float | None = None) -> Path:
     """Copy RUN/student.safetensors into the shipped weights (fp16) and record it; returns the
     written student file. fidelity: the row of `scripts/fidelity.py` measured on this run's
     student (and the teacher's row), kept in the record. dd_choice: "argmax" | "flow", written
-    into the file's metadata: what `ardistill sample --dd-choice auto` uses with it."""
+    into the file's metadata: what `ardistill sample --dd-choice auto` uses with it;
+    dd_temperature: the flow choice's temperature, recorded likewise."""
     if dd_choice not in (None, "argmax", "flow"):
         raise ValueError(f"dd_choice must be argmax or flow, got {dd_choice!r}")
+    if dd_temperature is not None and (dd_choice != "flow" or not dd_temperature > 0):
+        raise ValueError("dd_temperature (> 0) goes with dd_choice flow")
     p = all_presets().get(preset)
     if p is None or not p.embedded:
         raise ValueError(f"{preset!r} is not an embedded teacher: only their students ship")
@@ -44,8 +48,11 @@ def ship_student(preset: str, run: str | Path, steps: int, method: str = "dd1",
     if meta.get("teacher_name") != preset:
         raise CheckpointError(f"{src} was trained for {meta.get('teacher_name')}, not {preset}")
     meta.pop("dd_choice", None)
+    meta.pop("dd_temperature", None)
     if dd_choice is not None:
         meta["dd_choice"] = dd_choice
+    if dd_temperature is not None:
+        meta["dd_temperature"] = repr(float(dd_temperature))
     out = Path(out_dir) if out_dir is not None else shipped_dir()
     dst = out / student_file_name(preset, steps, method)
     save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in sd.items()},
@@ -59,6 +66,7 @@ def ship_student(preset: str, run: str | Path, steps: int, method: str = "dd1",
         "name": dst.name, "bytes": dst.stat().st_size, "sha256": sha256_file(dst),
         "dtype": "float16", "method": method, "t_list": json.loads(meta.get("t_list", "[0]")),
         "split": int(meta.get("split", 0)), "dd_choice": dd_choice or "argmax",
+        "dd_temperature": dd_temperature if dd_choice == "flow" else None,
         "train": json.loads(meta.get("train", "{}")),
         "run_config": config.get("config", config), "fidelity": fidelity or {}, "note": note,
         "shipped": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
