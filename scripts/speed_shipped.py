@@ -1,0 +1,51 @@
+"""Seconds per image of what `ardistill sample` gives on the embedded teachers: the teacher and
+the shipped DD students with their recorded token choice (auto), and with the argmax for
+comparison, at batch 1 and at a throughput batch; VQ decoding included. Steady state:
+`bench.timing.steady_time` (warm-up until two untimed runs agree within 10%, then the median of
+--repeats runs); ratios are against the teacher timed in the same run.
+
+    python scripts/speed_shipped.py [--batches 1,64] [--repeats 5] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ardistill.bench.timing import machine_header, steady_time
+from ardistill.sampling.run import load_models, prepare, sample_with
+from ardistill.sampling.spec import DDMethod, Models, SampleConfig, TeacherMethod
+from ardistill.utils import dtypes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", default="1,64")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--teachers", default="mnist-llamagen,mnist-var")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(machine_header(dtypes.name_of(dtypes.resolve("auto"))))
+    print(f"{'teacher':<15} {'method':<26} {'batch':>5} {'s/image':>9} {'min':>9} {'speedup':>8}")
+    methods = [TeacherMethod(), DDMethod(1), DDMethod(1, choice="argmax"), DDMethod(2),
+               DDMethod(2, choice="argmax")]
+    for teacher_name in args.teachers.split(","):
+        for b in (int(x) for x in args.batches.split(",")):
+            base = None
+            for method in methods:
+                cfg = SampleConfig(Models(teacher_name), method, num=b, batch_size=b, seed=0)
+                teacher, student, hints = load_models(cfg)
+                sampler = prepare(cfg, teacher, student, hints)
+                t = steady_time(lambda t=teacher, s=sampler, c=cfg: sample_with(t, s, c),
+                                args.repeats)
+                per = t.median / b
+                base = per if base is None else base
+                print(f"{teacher_name:<15} {sampler.label:<26} {b:>5} {per:>9.4f} "
+                      f"{t.min / b:>9.4f} {base / per:>7.1f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
