@@ -4,12 +4,14 @@ comparison, at batch 1 and at a throughput batch; VQ decoding included. Steady s
 `bench.timing.steady_time` (warm-up until two untimed runs agree within 10%, then the median of
 --repeats runs); ratios are against the teacher timed in the same run.
 
-    python scripts/speed_shipped.py [--batches 1,64] [--repeats 5] [--threads 1]
+    python scripts/speed_shipped.py [--batches 1,64] [--repeats 5] [--threads 1] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
@@ -25,10 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--teachers", default="mnist-llamagen,mnist-var")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(machine_header(dtypes.name_of(dtypes.resolve("auto"))))
+    header = machine_header(dtypes.name_of(dtypes.resolve("auto")))
     print(f"{'teacher':<15} {'method':<26} {'batch':>5} {'s/image':>9} {'min':>9} {'speedup':>8}")
+    rows = []
     methods = [TeacherMethod(), DDMethod(1), DDMethod(1, choice="argmax"), DDMethod(2),
                DDMethod(2, choice="argmax")]
     for teacher_name in args.teachers.split(","):
@@ -44,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                 base = per if base is None else base
                 print(f"{teacher_name:<15} {sampler.label:<26} {b:>5} {per:>9.4f} "
                       f"{t.min / b:>9.4f} {base / per:>7.1f}x", flush=True)
+                rows.append({"teacher": teacher_name, "label": sampler.label, "batch": b,
+                             "seconds_per_image": per, "min_seconds_per_image": t.min / b,
+                             "speedup": base / per, "repeats": t.repeats})
+    if args.json:
+        args.json.write_text(json.dumps({"machine": header, "rows": rows}, indent=1) + "\n")
     return 0
 
 
