@@ -65,6 +65,9 @@ def quality_speed_png(points: list[dict], title: str = "Quality against speed") 
             ax.annotate(p["label"], (p["seconds_per_image"], p["fid"]), fontsize=7.5,
                         xytext=(5, 4), textcoords="offset points")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: no overlapping ticks
     ax.set_xlabel("seconds per image (log scale)")
     ax.set_ylabel("FID (lower is better)")
     ax.set_title(title, fontsize=10)
