@@ -94,7 +94,7 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
             for name in APP_METHODS:
                 with gr.Column(visible=False, min_width=160) as col:
                     titles.append(gr.Markdown(f"**{name}**", elem_id=f"title-{slug(name)}"))
-                    galleries.append(gr.Gallery(format="png", columns=3, height=300,
+                    galleries.append(gr.Gallery(format="png", columns=2, height=420,
                                                 show_label=False, object_fit="contain",
                                                 elem_id=f"gallery-{slug(name)}",
                                                 elem_classes=["ard-gallery"]))
