@@ -73,7 +73,8 @@ def app_url(cli_env, tmp_path):
 
 def _gallery_images(page, name: str) -> list[np.ndarray]:
     page.wait_for_function(
-        f"[...document.querySelectorAll('#gallery-{name} img')].length >= {COUNT}")
+        f"[...document.querySelectorAll('#gallery-{name} img')].length >= {COUNT}",
+        timeout=120_000)
     srcs = page.locator(f"#gallery-{name} img").evaluate_all("els => els.map(e => e.src)")
     srcs = list(dict.fromkeys(srcs))  # a preview may repeat one
     assert len(srcs) == COUNT, srcs
@@ -91,6 +92,7 @@ def test_app_in_chromium(app_url, tmp_path):
         browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(120_000)  # CI machines are shared: generous waits
             page.goto(app_url)
             page.wait_for_selector("#generate", timeout=120_000)
             page.locator("#classes textarea, #classes input").first.fill(str(CLASS))
