@@ -157,3 +157,33 @@ def test_demo_export_keeps_a_shipped_student(tmp_path, capsys):
     assert (out / "mnist_llamagen_dd1-2step.safetensors") in written
     files = json.loads((out / "mnist_llamagen_students.json").read_text())["files"]
     assert set(files) == {"dd1-1step", "2"} and "kept the shipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("preset", ["mnist-llamagen", "mnist-var"])
+def test_shipped_students_match_their_records(preset):
+    """Every shipped student file has a record with its sha256, timesteps, recorded token
+    choice and a 2,000-sample fidelity row beside the teacher's; no file without a record."""
+    import json
+
+    from safetensors import safe_open
+
+    from ardistill.utils.files import sha256_file
+
+    rec = json.loads((shipped_dir() / student_record_name(preset)).read_text())
+    names = set()
+    for key, e in rec["files"].items():
+        path = shipped_dir() / e["name"]
+        names.add(e["name"])
+        assert path.is_file(), key
+        assert sha256_file(path) == e["sha256"], f"{key}: file and record differ"
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        assert json.loads(meta["t_list"]) == e["t_list"]
+        assert meta.get("dd_choice", "argmax") == e.get("dd_choice", "argmax")
+        if "dd_temperature" in meta:
+            assert float(meta["dd_temperature"]) == e["dd_temperature"]
+        fid = e["fidelity"]
+        assert set(fid) >= {"teacher"} and len(fid) == 2, key
+        assert all(row["num_samples"] >= 2000 for row in fid.values()), key
+    stem = preset.replace("-", "_")
+    assert {p.name for p in shipped_dir().glob(f"{stem}_dd*.safetensors")} == names
