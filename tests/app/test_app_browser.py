@@ -114,11 +114,17 @@ def test_app_in_chromium(app_url, tmp_path):
                      "dd": _gallery_images(page, "dd-1-step")}
             # a bad input: a missing student file is a readable line, not a stack trace
             page.get_by_text("settings", exact=True).click()  # open the accordion
-            page.locator("#student-dd-1-step textarea").fill(str(tmp_path / "none.safetensors"))
+            box = page.locator("#student-dd-1-step textarea")
+            box.fill(str(tmp_path / "none.safetensors"))
+            box.press("Tab")  # commit the value before the click
+            count.fill("2")  # a new status line to wait for
+            count.press("Enter")
+            page.wait_for_timeout(500)
             page.click("#generate")
             page.wait_for_function("document.querySelector('#status')?.innerText"
-                                   ".includes('1 of 2 methods done')", timeout=300_000)
+                                   ".includes('2 images each')", timeout=300_000)
             status = page.inner_text("#status")
+            assert "1 of 2 methods done" in status, status
             assert "student file not found" in status and "Traceback" not in page.content()
         finally:
             browser.close()
