@@ -117,8 +117,9 @@ def shipped_fidelity(teachers: list[str], weights: Path | None = None) -> list[d
             (_, row), = fid.items()
             method, steps = key.split("-")
             label = f"{'DD2' if method == 'dd2' else 'DD'} {steps.replace('step', '-step')}"
-            choice = e.get("dd_choice", "argmax")
-            label += "" if choice == "argmax" else f" ({choice})"
+            choice, temp = e.get("dd_choice", "argmax"), e.get("dd_temperature")
+            label += ("" if choice == "argmax" else f" ({choice})" if temp in (None, 1.0)
+                      else f" ({choice}, T {temp:g})")
             rows.append({"teacher": t, "student": label, **_fid_cells(row, teacher_row)})
     return rows
 

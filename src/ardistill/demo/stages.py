@@ -136,9 +136,9 @@ def methods_of(teacher: Teacher, cfg: DemoConfig, work: TeacherWork, spec: str,
                         seed=cfg.seed + 1, classes="random", pngs=False)
     s_total = teacher.layout.num_steps
 
-    def row(key: str, method: str, steps: int, spec_, student=None) -> Method:
+    def row(key: str, method: str, steps: int, spec_, student=None, hints=None) -> Method:
         c = replace(base, method=spec_)
-        return Method(key, method, steps, c, prepare(c, teacher, student))
+        return Method(key, method, steps, c, prepare(c, teacher, student, hints))
 
     rows = [Method("teacher", "teacher", s_total)]
     for steps in (1, 2):
@@ -146,8 +146,9 @@ def methods_of(teacher: Teacher, cfg: DemoConfig, work: TeacherWork, spec: str,
         rows.append(row(f"dd-{steps}", "dd", steps,
                         DDMethod(t_list=tuple(ts.t_list), split=rec["sample_split"]), ts.student))
     shipped_dd2 = _shipped_dd2(teacher, spec)
-    if shipped_dd2 is not None:  # DD2 is not trained by the demo: its shipped student
-        rows.append(row("dd2-shipped", "dd2", 1, DD2Method(), shipped_dd2))
+    if shipped_dd2 is not None:  # DD2 is not trained by the demo: its shipped student, with
+        # the token choice its file records (what `sample --method dd2` gives)
+        rows.append(row("dd2-shipped", "dd2", 1, DD2Method(), *shipped_dd2))
     rows.append(row("onestep*", "onestep*", 1,
                     OneStepMethod(cfg.choice, marginals=str(work.pairs_train))))
     k = cfg.skip_k(teacher.family)
@@ -156,12 +157,13 @@ def methods_of(teacher: Teacher, cfg: DemoConfig, work: TeacherWork, spec: str,
 
 
 def _shipped_dd2(teacher: Teacher, spec: str):
-    """The preset's shipped DD2 student (`ardistill.weights`), or None when none ships."""
+    """(student, hints) of the preset's shipped DD2 student (`ardistill.weights`), or None
+    when none ships."""
     try:
         path = student_file(spec, 1, "dd2")
     except CheckpointError:
         return None
-    return load_student_file(teacher, path)[0]
+    return load_student_file(teacher, path)
 
 
 @dataclass
