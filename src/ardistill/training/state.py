@@ -16,7 +16,6 @@ stream.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -26,9 +25,8 @@ from ardistill.errors import CheckpointError, TrainingDiverged
 from ardistill.utils.files import (
     atomic_write_bytes,
     atomic_write_json,
-    named,
+    atomic_write_with,
     sha256_file,
-    tmp_path,
 )
 
 CKPT_DIR = "checkpoints"
@@ -71,25 +69,17 @@ def save_checkpoint(run: str | Path, step: int, payload: dict, keep_last: int) -
     leaves no temporary file."""
     path = checkpoint_path(Path(run), step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            try:
-                torch.save(payload, f)
-            except RuntimeError as e:  # torch wraps the OS's write error (a full disk)
-                if isinstance(e.__context__, OSError):
-                    raise e.__context__ from e
-                raise
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename shows them
-        atomic_write_bytes(checksum_path(path), (sha256_file(tmp) + "\n").encode())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        err = named(e, path)
-        if err is e:
+
+    def write(f) -> None:
+        try:
+            torch.save(payload, f)
+        except RuntimeError as e:  # torch wraps the OS's write error (a full disk)
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from e
             raise
-        raise err from e
+
+    atomic_write_with(path, write, before_rename=lambda tmp: atomic_write_bytes(
+        checksum_path(path), (sha256_file(tmp) + "\n").encode()))
     for _, old in list_checkpoints(run)[:-keep_last]:
         old.unlink(missing_ok=True)
         checksum_path(old).unlink(missing_ok=True)

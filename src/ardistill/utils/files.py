@@ -81,9 +81,10 @@ def atomic_write_json(path: Path, obj: dict, **dumps) -> None:
     atomic_write_bytes(path, (json.dumps(obj, **opts) + "\n").encode())
 
 
-def atomic_write_with(path: Path, write) -> None:
+def atomic_write_with(path: Path, write, before_rename=None) -> None:
     """`write(file_object)` into a temporary file, then rename it to `path` (atomic; nothing
-    left behind on failure)."""
+    left behind on failure). before_rename(tmp): called with the complete temporary file
+    before the rename (a checksum sidecar written first, say)."""
     path = Path(path)
     tmp = tmp_path(path)
     try:
@@ -91,6 +92,8 @@ def atomic_write_with(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
