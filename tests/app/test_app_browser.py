@@ -85,6 +85,22 @@ def _gallery_images(page, name: str) -> list[np.ndarray]:
     return out
 
 
+def _fill_until_held(page, box, value: str, tries: int = 5) -> None:
+    """Type `value` into `box` and make sure the page kept it. On a loaded machine a component
+    that is still mounting (the accordion's text boxes, opened a moment ago) can reset its value
+    after a fill; CI saw the student path dropped that way and the request went out without it.
+    """
+    for _ in range(tries):
+        box.fill(value)
+        box.press("Tab")  # blur: gradio commits the value on change
+        page.wait_for_timeout(400)
+        if box.input_value() == value:
+            page.wait_for_timeout(400)
+            if box.input_value() == value:
+                return
+    pytest.fail(f"the page did not keep {value!r} in {box} after {tries} tries")
+
+
 def test_app_in_chromium(app_url, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     exe = _chromium()
@@ -115,16 +131,14 @@ def test_app_in_chromium(app_url, tmp_path):
             # a bad input: a missing student file is a readable line, not a stack trace
             page.get_by_text("settings", exact=True).click()  # open the accordion
             box = page.locator("#student-dd-1-step textarea")
-            box.fill(str(tmp_path / "none.safetensors"))
-            box.press("Tab")  # commit the value before the click
-            count.fill("2")  # a new status line to wait for
-            count.press("Enter")
-            page.wait_for_timeout(500)
+            missing = str(tmp_path / "none.safetensors")
+            _fill_until_held(page, box, missing)
+            _fill_until_held(page, count, "2")  # a new status line to wait for
             page.click("#generate")
             page.wait_for_function("document.querySelector('#status')?.innerText"
                                    ".includes('2 images each')", timeout=300_000)
             status = page.inner_text("#status")
-            assert "1 of 2 methods done" in status, status
+            assert "1 of 2 methods done" in status, (status, box.input_value())
             assert "student file not found" in status and "Traceback" not in page.content()
         finally:
             browser.close()
