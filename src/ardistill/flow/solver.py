@@ -193,7 +193,7 @@ class _Chunk:
     def _evaluate_pruned(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
         out = torch.empty_like(y)
         pos = torch.arange(rows.numel(), device=rows.device)
-        for ids, n in K.blocks(pos, self.fm.R):
+        for ids, n in self.fm.pruned_blocks(pos):
             r = rows[ids]
             D, gap = K.pruned_denoiser(y[ids], self.Cs[r], self.lps[r], rho[ids])
             out[ids[:n]], self.gap[r[:n]] = D[:n], gap[:n]
@@ -215,7 +215,7 @@ class _Chunk:
         # The certificate needs every gap >= certify_margin; a row whose top-2 gap at the last
         # evaluation (the predicted point) was far below cannot pass it: skip the check.
         cand = self.pruned[rows] & (self.gap[rows] >= fm.cfg.certify_margin - _GAP_SLACK)
-        for ids, n in K.blocks(rows[cand | force], fm.R):
+        for ids, n in fm.pruned_blocks(rows[cand | force]):
             rho = self._rho_rows(self.n, ids)
             k, margin = K.collapse_margin(self.y[ids], self.Cs[ids], self.lps[ids], rho)
             ok = (margin >= fm.cfg.certify_margin)[:n] | force
@@ -330,6 +330,11 @@ class FlowMap:
         self.tv = TimeVariable(cfg.knee, scale)
         self.grid = Grid(self.tv, cfg.num_steps, self.tv.u_at(cfg.rho_split), cfg.tail_du,
                          cfg.order)
+
+    def pruned_blocks(self, rows: Tensor) -> list[tuple[Tensor, int]]:
+        """Blocks for the pruned kernels: unpadded on the CPU (row-invariant there for any
+        block size, `ardistill.flow.kernels`), padded to R elsewhere."""
+        return K.blocks(rows, self.R, pad=rows.device.type != "cpu")
 
     def solve(self, noise: Tensor, probs: Tensor) -> FlowResult:
         """noise: (..., d) float; probs: (..., V) float -> FlowResult with (...) fields."""
