@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, rule in (("padded", padded), ("unpadded", UNPADDED)):
                 FlowMap.pruned_blocks = rule
                 tokens[name] = sample_with(teacher, sampler, cfg).tokens
-                times[name] = steady_time(lambda: sample_with(teacher, sampler, cfg),
+                times[name] = steady_time(lambda t=teacher, s=sampler, c=cfg: sample_with(t, s, c),
                                           args.repeats).median
             FlowMap.pruned_blocks = UNPADDED
             if not torch.equal(tokens["padded"], tokens["unpadded"]):

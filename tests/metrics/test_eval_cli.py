@@ -157,3 +157,31 @@ def test_one_sample_set_against_another(tmp_path, mnist_net):
                  "--no-progress"]) == 0
     r = json.loads((tmp_path / "a.eval.json").read_text())
     assert r["num_reference"] == 250 and r["fid"] < 10 and r["recall"] > 0.5
+
+
+def test_prompt_accuracy_of_a_prompted_run(tmp_path, capsys):
+    """A run conditioned on --prompts records its prompts: `eval` reads the digit each
+    sample's prompt names (labels = caption rows) and scores the classifier against it;
+    samples whose prompt names no digit are left out."""
+    from ardistill.metrics import class_accuracy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, 1.0]])
+    assert class_accuracy(logits, torch.tensor([0, -1, 0])) == 0.5
+    assert np.isnan(class_accuracy(logits, torch.tensor([-1, -1, -1])))
+    held, labels = mnist_images("heldout")
+    prompts = [f"a thin {w}" for w in ("zero", "one", "two", "three", "four", "five", "six",
+                                       "seven", "eight", "nine")] + ["a cat"]
+    rows = labels.clone()
+    rows[::5] = 10  # the prompt naming nothing
+    save_npz(tmp_path / "samples.npz", held, rows)
+    (tmp_path / "sample.json").write_text(json.dumps(
+        {"settings": {"condition": {"kind": "caption", "rows": 11, "prompts": prompts}}}))
+    assert main(["eval", str(tmp_path / "samples.npz"), "--ref", "mnist", "--no-progress"]) == 0
+    assert "prompt acc." in capsys.readouterr().out
+    r = json.loads((tmp_path / "samples.eval.json").read_text())
+    assert r["prompts_naming_a_digit"] == int((rows != 10).sum())
+    assert r["prompt_accuracy"] > 0.95
+    # the same images told the wrong digits
+    save_npz(tmp_path / "samples.npz", held, (labels + 1) % 10)
+    assert main(["eval", str(tmp_path / "samples.npz"), "--ref", "mnist", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "samples.eval.json").read_text())["prompt_accuracy"] < 0.05

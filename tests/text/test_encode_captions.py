@@ -81,6 +81,10 @@ def test_sample_prompts_equals_captions_file(tmp_path, tiny_t5, prompts):
         assert f["arr_0"].shape == (4, 8, 8, 3) and f["arr_1"].tolist() == [0, 1, 2, 0]
     meta = [json.loads((tmp_path / d / "sample.json").read_text())["settings"]
             for d in ("file", "prompts")]
+    # same caption identity; the prompted run also records its texts (for prompt accuracy)
+    texts = meta[1]["condition"].pop("prompts")
+    assert texts == [line.strip() for line in prompts.read_text().splitlines() if line.strip()]
+    assert "prompts" not in meta[0]["condition"]
     assert meta[0]["condition"] == meta[1]["condition"]
     assert meta[1]["condition"]["source_sha256"] == sha256_file(caps)
     assert meta[1]["encoder"]["kind"] == "t5" and meta[1]["prompts"] == str(prompts)
@@ -129,7 +133,7 @@ def test_bad_prompt_inputs(tmp_path, tiny_t5, prompts, capsys):
           str(caps)], "unknown encoder"),
         ([*sample, "--prompts", str(prompts), *enc, "--captions", str(caps)],
          "exclude each other"),
-        ([*sample, "--prompts", str(prompts)], "go together"),
+        ([*sample, "--prompts", str(prompts)], "--prompts needs --encoder"),
         ([*sample, "--prompts", str(tmp_path / "missing.txt"), *enc],
          "prompts file not found"),
         ([*sample, "--prompts", str(empty), *enc], "prompts file is empty"),

@@ -13,7 +13,7 @@ from ardistill.cli.options import (
     encoder_spec,
     torch_device,
 )
-from ardistill.core.captions import caption_source
+from ardistill.core.captions import caption_source, default_encoder
 from ardistill.core.pairs_format import read_manifest
 from ardistill.errors import PairsFileError
 from ardistill.pairs.config import GenOptions, PairsSettings, default_batch_size
@@ -110,7 +110,10 @@ def gen_pairs_command(args: argparse.Namespace) -> int:
         batch = args.batch_size or default_batch_size(settings.micro_batch)
         options = GenOptions(batch_size=batch, device=str(device),
                              progress=not args.no_progress)
-        captions = caption_source(args.captions, args.prompts, encoder_spec(args, device))
+        encoder = encoder_spec(args, device)
+        if args.prompts is not None:  # an embedded text-conditional preset knows its encoder
+            encoder = default_encoder(teacher.name, encoder)
+        captions = caption_source(args.captions, args.prompts, encoder)
         rep = generate_pairs(teacher, settings, args.out, options=options, captions=captions,
                              spec=args.teacher, dist=dist, device=device)
     if dist.is_main:

@@ -31,9 +31,12 @@ from ardistill.teachers.registry import get_preset, load_teacher
 from ardistill.utils.images import save_grid
 from ardistill.zoo.build_teacher import (
     evaluate_teacher,
+    is_text_conditional,
     measure_speed,
     run_ar_stage,
     run_eval_stage,
+    run_t2i_ar_stage,
+    run_t2i_eval_stage,
     run_tokenizer_stage,
 )
 from ardistill.zoo.features import (
@@ -150,6 +153,8 @@ def _command(args: argparse.Namespace, stage: str) -> str:
 def run_train(args: argparse.Namespace) -> int:
     preset, recipe = _embedded_preset(args.preset), _recipe(args)
     progress = not args.no_progress
+    if is_text_conditional(preset):
+        return _run_train_t2i(args, preset, recipe, progress)
     if args.stage in ("tokenizer", "all"):
         rec = run_tokenizer_stage(preset, recipe, args.out, command=_command(args, "tokenizer"),
                                   progress=progress)
@@ -171,10 +176,32 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train_t2i(args: argparse.Namespace, preset, recipe, progress: bool) -> int:
+    if args.stage == "tokenizer":
+        raise UserError(f"{preset.name} has no tokenizer stage: it shares the tokenizer file "
+                        f"{preset.extra['tokenizer_file']} (train that teacher's tokenizer)")
+    stage = "eval" if args.stage == "eval" else "ar"
+    run = run_t2i_eval_stage if stage == "eval" else run_t2i_ar_stage
+    try:
+        rec = run(preset, recipe, args.out, command=_command(args, stage), progress=progress)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from e
+    _print_quality(rec["teacher"]["quality"], rec["teacher"]["speed"])
+    if "ar" in rec:
+        print(f"AR training {rec['ar']['training']['seconds']} s, final held-out NLL "
+              f"{rec['ar']['training']['curve'][-1]['val_nll']:.4f} nats/token")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def _print_quality(q: dict, speed: dict | None = None) -> None:
     print(f"samples    {q['n']}")
     print(f"FID        {q['fid_train']:.3f} vs train, {q['fid_heldout']:.3f} vs held-out")
-    print(f"accuracy   {q['accuracy']:.4f} (feature network on the requested class)")
+    if "prompt_accuracy" in q:
+        print(f"accuracy   {q['prompt_accuracy']:.4f} (feature network reads the digit the "
+              "prompt names)")
+    else:
+        print(f"accuracy   {q['accuracy']:.4f} (feature network on the requested class)")
     print(f"precision  {q['precision']:.4f}   recall {q['recall']:.4f}   "
           f"IS {q['inception_score']:.3f}")
     if "copies_of_train_tokens" in q:

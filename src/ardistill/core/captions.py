@@ -41,11 +41,13 @@ SUFFIXES = (".npz", ".safetensors")
 @dataclass
 class Captions:
     """caption: (R, T, D) float16/float32; mask: (R, T) bool (numpy, possibly memory-mapped).
-    source_sha256: checksum of the file they were read from."""
+    source_sha256: checksum of the file they were read from. prompts: the R texts when they
+    were encoded from prompts here (`captions_from_prompts`), else None."""
 
     caption: np.ndarray
     mask: np.ndarray
     source_sha256: str
+    prompts: list[str] | None = None
 
     def __post_init__(self) -> None:
         c, m = self.caption, self.mask
@@ -126,7 +128,20 @@ def captions_from_prompts(prompts_file: str | Path, encoder: EncoderSpec) -> Cap
     prompts = read_prompts(prompts_file)
     cap, mask = encode_prompts(prompts, encoder)
     data = caption_file_bytes(cap, mask, prompts_metadata(prompts, encoder))
-    return Captions(cap, mask, sha256_bytes(data))
+    return Captions(cap, mask, sha256_bytes(data), prompts)
+
+
+def default_encoder(teacher_name: str, encoder: EncoderSpec | None) -> EncoderSpec | None:
+    """`encoder`, or the text encoder an embedded text-conditional preset was trained with
+    (its `extra["encoder"]`, `extra["max_length"]`; `mnist-t2i`: minilm, 16 slots)."""
+    if encoder is not None:
+        return encoder
+    from ardistill.teachers.registry import all_presets
+
+    preset = all_presets().get(teacher_name)
+    if preset is None or "encoder" not in preset.extra:
+        return None
+    return EncoderSpec.parse(preset.extra["encoder"], max_length=preset.extra["max_length"])
 
 
 def encode_captions_file(prompts_file: str | Path, encoder: EncoderSpec, out: str | Path
@@ -157,7 +172,8 @@ def caption_source(captions: str | Path | None = None, prompts: str | Path | Non
                          "or prompts to encode, not both")
     if prompts is not None:
         if encoder is None:
-            raise ValueError("--prompts needs --encoder t5:PATH or --encoder minilm")
+            raise ValueError("--prompts needs --encoder t5:PATH or --encoder minilm (only an "
+                             "embedded text-conditional teacher, mnist-t2i, knows its own)")
         return captions_from_prompts(prompts, encoder)
     if encoder is not None:
         raise ValueError("--encoder applies with --prompts FILE only")

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ardistill.evaluation.images import evaluate_images, load_reference
 from ardistill.evaluation.tokens import read_tokens, token_metrics
 from ardistill.metrics.inception import OFFICIAL_SHA256_PREFIX
@@ -77,15 +79,44 @@ def image_metrics(cfg: EvalConfig, samples_path: Path) -> dict:
     extractor = load_feature_extractor(cfg.features, inception_weights=cfg.inception_weights,
                                        device=cfg.device)
     samples, labels = load_images(samples_path)
+    prompts = _prompts(samples_path)
+    digits = None
+    if prompts is not None and labels is not None:  # labels are caption rows
+        digits = prompt_digits(prompts, labels)
     result = evaluate_images(samples, load_reference(cfg.ref), extractor,
                              batch_size=cfg.batch_size, is_splits=cfg.is_splits, pr_k=cfg.pr_k,
                              fid_method=cfg.fid_method, progress=cfg.progress,
-                             labels=labels if _labels_are_classes(samples_path) else None)
+                             labels=labels if _labels_are_classes(samples_path) else digits)
+    if digits is not None:
+        result["prompt_accuracy"] = result["class_accuracy"]
+        result["prompts_naming_a_digit"] = int((digits >= 0).sum())
     sha = getattr(extractor, "weights_sha256", None)
     if sha is not None:
         result["inception_weights_sha256"] = sha
         result["inception_weights_official"] = sha.startswith(OFFICIAL_SHA256_PREFIX)
     return result
+
+
+def prompt_digits(prompts: list[str], rows) -> torch.Tensor:
+    """(N,) int64: the digit each sample's prompt names (`text.mnist_captions.digit_of_prompt`;
+    -1 where it names none), rows: (N,) caption rows of the samples."""
+    from ardistill.text.mnist_captions import digit_of_prompt
+
+    named = [digit_of_prompt(p) for p in prompts]
+    return torch.tensor([named[int(r)] for r in rows], dtype=torch.long)
+
+
+def _prompts(samples_path: Path) -> list[str] | None:
+    """The prompt texts of a run conditioned on `--prompts` (its sample.json), else None."""
+    meta = (samples_path if samples_path.is_dir() else samples_path.parent) / "sample.json"
+    if not meta.is_file():
+        return None
+    try:
+        cond = json.loads(meta.read_text()).get("settings", {}).get("condition") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    prompts = cond.get("prompts") if cond.get("kind") == "caption" else None
+    return prompts if isinstance(prompts, list) and prompts else None
 
 
 def _labels_are_classes(samples_path: Path) -> bool:
@@ -131,7 +162,9 @@ def format_result(r: dict) -> str:
         f"precision  {_num(r['precision'])}   (k={r['pr_k']})",
         f"recall     {_num(r['recall'])}",
         f"class acc. {_num(r.get('class_accuracy'))}   (the classifier reads the requested "
-        "class)",
+        "class)" if "prompt_accuracy" not in r else
+        f"prompt acc. {_num(r['prompt_accuracy'])}   (the classifier reads the digit the prompt "
+        f"names; {r['prompts_naming_a_digit']} samples have one)",
     ])
 
 

@@ -96,11 +96,16 @@ def extract(
 
 def class_accuracy(logits: Tensor, labels: Tensor) -> float:
     """The fraction of samples the classifier reads as their requested class.
-    logits: (N, C) float; labels: (N,) int64 in [0, C)."""
+    logits: (N, C) float; labels: (N,) int64 in [0, C), or -1 for a sample that requested no
+    class (a prompt naming no digit): those are left out (NaN when no sample is left)."""
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"logits (N, C) and labels (N,) needed, got {tuple(logits.shape)} and "
                          f"{tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+    if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= logits.shape[1]):
         raise ValueError(f"labels outside [0, {logits.shape[1]}): not class ids of this "
                          "classifier")
-    return float((logits.argmax(-1).cpu() == labels.cpu()).double().mean())
+    labels = labels.cpu()
+    keep = labels >= 0
+    if not bool(keep.any()):
+        return float("nan")
+    return float((logits.argmax(-1).cpu()[keep] == labels[keep]).double().mean())

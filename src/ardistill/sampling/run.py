@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ardistill.core.captions import Captions, caption_source
+from ardistill.core.captions import Captions, caption_source, default_encoder
 from ardistill.core.choosers import make_chooser
 from ardistill.core.seeds import caption_rows, choice_seeds, sample_labels, sample_noise
 from ardistill.errors import CheckpointError, UserError
@@ -289,7 +289,8 @@ def _captions(cfg: SampleConfig, teacher: Teacher) -> Captions | None:
             raise ValueError(f"{teacher.name} is text-conditional: give caption features "
                              "(`--captions FILE`, docs/pairs.md) or prompts (`--prompts FILE "
                              "--encoder t5:PATH|minilm`)")
-        return caption_source(cfg.captions, cfg.prompts, cfg.encoder)
+        encoder = default_encoder(teacher.name, cfg.encoder) if cfg.prompts else cfg.encoder
+        return caption_source(cfg.captions, cfg.prompts, encoder)
     if cfg.captions is not None or cfg.prompts is not None:
         flag = "--captions" if cfg.captions is not None else "--prompts"
         raise ValueError(f"{teacher.name} is class-conditional: {flag} applies to "
@@ -369,6 +370,8 @@ def _settings(cfg: SampleConfig, sampler: Sampler) -> dict:
     out.update(sampler.settings, parameters=sampler.parameters)
     if sampler.captions is not None:
         out["condition"] = sampler.captions.identity()  # labels = caption rows
+        if sampler.captions.prompts is not None:  # for prompt accuracy (`ardistill eval`)
+            out["condition"]["prompts"] = sampler.captions.prompts
     return out
 
 

@@ -210,8 +210,10 @@ class SampleConfig:
         if self.captions is not None and self.prompts is not None:
             raise ValueError("--captions and --prompts exclude each other: give caption "
                              "features or prompts to encode, not both")
-        if (self.prompts is None) != (self.encoder is None):
-            raise ValueError("--prompts FILE and --encoder t5:PATH|minilm go together")
+        if self.prompts is None and self.encoder is not None:
+            raise ValueError("--encoder applies with --prompts FILE only")
+        # --prompts without --encoder: the teacher's own (embedded text-conditional presets),
+        # else an error when the teacher is loaded (`sampling.run`)
         if self.num < 1 or self.batch_size < 1:
             raise ValueError("num and batch_size must be >= 1")
         if isinstance(self.classes, str) and self.classes not in LABEL_MODES:

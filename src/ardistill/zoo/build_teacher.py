@@ -176,7 +176,156 @@ def evaluate_teacher(teacher: Teacher, sampling: SamplingConfig, *, n: int, seed
     return out
 
 
-def measure_speed(teacher: Teacher, sampling: SamplingConfig) -> dict:
-    """Seconds per image at batch 1 and images per second at batch 256."""
-    return {**seconds_per_image(teacher, sampling),
-            "images_per_second_batch256": images_per_second(teacher, sampling)}
+def measure_speed(teacher: Teacher, sampling: SamplingConfig, conditions=None) -> dict:
+    """Seconds per image at batch 1 and images per second at batch 256. conditions: n ->
+    Condition of n rows (default: the teacher's random class labels)."""
+    return {**seconds_per_image(teacher, sampling, conditions=conditions),
+            "images_per_second_batch256": images_per_second(teacher, sampling,
+                                                             conditions=conditions)}
+
+
+# ---------------------------------------------------------------------- text-to-image teachers
+# `mnist-t2i` (teachers/llamagen/presets.py): the AR stage reads the tokenizer of the preset
+# whose file it shares (mnist-llamagen's VQ), captions every train image with
+# `text.mnist_captions` and conditions on their all-MiniLM-L6-v2 token states.
+
+def is_text_conditional(preset: TeacherPreset) -> bool:
+    return getattr(preset.model_config, "model_type", "c2i") == "t2i"
+
+
+def preset_encoder(preset: TeacherPreset):
+    """The text encoder a text-conditional embedded preset was trained with (EncoderSpec)."""
+    from ardistill.text import EncoderSpec
+
+    return EncoderSpec.parse(preset.extra["encoder"], max_length=preset.extra["max_length"])
+
+
+def encode_captions(preset: TeacherPreset, prompts: list[str], encoder=None
+                    ) -> tuple[Tensor, Tensor]:
+    """prompts -> (features (R, T, D) float32, mask (R, T) bool) with the preset's encoder."""
+    from ardistill.text import encode_prompts
+
+    feats, mask = encode_prompts(prompts, preset_encoder(preset), encoder)
+    return torch.from_numpy(feats), torch.from_numpy(mask)
+
+
+def prompt_conditions(preset: TeacherPreset, n: int, seed: int, encoder=None):
+    """n prompts balanced over the digits (`mnist_captions.balanced_prompts`) as a Condition,
+    with their digits (n,) int64 and texts."""
+    from ardistill.teachers.base import Condition
+    from ardistill.text.mnist_captions import balanced_prompts
+
+    prompts, digits = balanced_prompts(n, seed)
+    feats, mask = encode_captions(preset, prompts, encoder)
+    return Condition(caption=feats, caption_mask=mask), torch.tensor(digits), prompts
+
+
+def shared_tokenizer_record(preset: TeacherPreset, out: Path) -> dict:
+    """The tokenizer part of the record of the preset in `out` that owns the tokenizer file
+    `preset` shares (its sha256 checked against the file)."""
+    from ardistill.teachers.registry import all_presets
+
+    name = file_names(preset)["tokenizer"]
+    for other in all_presets().values():
+        if other is preset or not other.embedded or other.extra.get("tokenizer_file") != name:
+            continue
+        rec = read_record(out / other.extra["record_file"]).get("tokenizer")
+        if rec and (out / name).is_file() and rec["file"]["sha256"] == sha256_file(out / name):
+            return {**rec, "shared_with": other.name}
+    raise FileNotFoundError(
+        f"{out}: no tokenizer for {preset.name}: it shares {name}, which must be in {out} with "
+        "the record of the teacher that trained it (e.g. `ardistill teacher train "
+        f"mnist-llamagen --stage tokenizer --out {out}`)")
+
+
+def run_t2i_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, command: str,
+                     progress: bool = True) -> dict:
+    """Caption the train split, encode the captions, train the text-conditional AR model on
+    the tokens of the shared tokenizer, write it, measure the teacher, write the record."""
+    from ardistill.text.encoders import load_encoder
+    from ardistill.text.mnist_captions import write_captions
+    from ardistill.zoo.train_teacher import CaptionTable
+
+    ops, names = family_ops(preset.family), file_names(preset)
+    tok_record = shared_tokenizer_record(preset, out)
+    tok = ops.load_tokenizer(preset.tokenizer_config, out / names["tokenizer"])
+    images, _ = train_images(recipe.limit)
+    labels = train_images(recipe.limit)[1]
+    held, held_y = mnist_images("heldout")
+    k = recipe.captions_per_image
+    t0 = time.perf_counter()
+    encoder = load_encoder(preset_encoder(preset))
+    texts = [c for caps in write_captions(images, labels, k, recipe.seed) for c in caps]
+    feats, mask = encode_captions(preset, texts, encoder)
+    table = CaptionTable(feats.half(), mask, k)
+    held_texts = [c for caps in write_captions(held, held_y, k, recipe.seed + 1) for c in caps]
+    held_feats, held_mask = encode_captions(preset, held_texts, encoder)
+    held_table = CaptionTable(held_feats.half(), held_mask, k)
+    caption_seconds = round(time.perf_counter() - t0, 1)
+    ids = torch.arange(len(images))
+    tokens, token_ids = tokenize(ops, tok, images, ids, shifts=recipe.ar.shifts,
+                                 progress=progress)
+    val = (ops.encode(tok, held), torch.arange(len(held)))
+    ar, log = train_ar(ops, preset.model_config, recipe.ar, tok, tokens, token_ids,
+                       seed=recipe.seed, val=val, progress=progress, captions=table,
+                       val_captions=held_table)
+    info = save_half(ar, out / names["model"], {"preset": preset.name, "part": "model"})
+    record = {
+        "preset": preset.name,
+        "family": preset.family,
+        **_environment(),
+        "seed": recipe.seed,
+        "limit": recipe.limit,
+        "tokenizer": tok_record,
+        "captions": {"writer": "ardistill.text.mnist_captions.write_captions",
+                     "per_image": k, "seed": recipe.seed, "heldout_seed": recipe.seed + 1,
+                     "encoder": preset.extra["encoder"], "max_length": preset.extra["max_length"],
+                     "examples": texts[:12], "encode_seconds": caption_seconds},
+        "ar": {"command": command, "recipe": asdict(recipe.ar),
+               "parameters": count_parameters(ar), "file": info, "training": log,
+               "train_sequences": len(tokens)},
+    }
+    write_record(record, out / names["record"])
+    return run_t2i_eval_stage(preset, recipe, out, command=command, progress=progress)
+
+
+def run_t2i_eval_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *,
+                       command: str, progress: bool = True) -> dict:
+    """(Re)measure a text-conditional teacher: `eval_samples` prompts balanced over the
+    digits (seed = recipe seed), FID / precision / recall against the embedded digits and
+    prompt accuracy (the feature network reads the digit the prompt names), speed, and
+    reference outputs for two fixed prompts."""
+    from ardistill.text.encoders import load_encoder
+
+    names = file_names(preset)
+    record = read_record(out / names["record"])
+    model, tok = out / names["model"], out / names["tokenizer"]
+    if not model.is_file() or record.get("ar", {}).get("file", {}).get(
+            "sha256") != sha256_file(model):
+        raise FileNotFoundError(f"{out}: no model file of this run (or it changed since its "
+                                f"record was written); run `ardistill teacher train "
+                                f"{preset.name} --stage ar --out {out}` first")
+    teacher = load_teacher(preset.name, model_ckpt=model, tokenizer_ckpt=tok)
+    encoder = load_encoder(preset_encoder(preset))
+    cond, digits, _ = prompt_conditions(preset, recipe.eval_samples, recipe.seed, encoder)
+    extractor = _feature_net()
+    t0 = time.perf_counter()
+    tokens, images = sample_teacher(teacher, cond, preset.sampling, seed=recipe.seed,
+                                    progress=progress)
+    quality = {**image_quality(images, digits, extractor, DataFeatures.compute(extractor)),
+               "sampling_seconds": round(time.perf_counter() - t0, 1),
+               "unique_token_sequences": len({tuple(r) for r in tokens.tolist()}) / len(tokens)}
+    quality["prompt_accuracy"] = quality.pop("accuracy")
+    ref_cond, _, ref_prompts = prompt_conditions(preset, 2, 12345, encoder)
+    record["teacher"] = {
+        "command": command,
+        "fingerprint": teacher.fingerprint(),
+        "sampling": asdict(preset.sampling),
+        "quality": quality,
+        "speed": measure_speed(teacher, preset.sampling,
+                               conditions=lambda n: cond[:n]),
+        "reference": {**reference_outputs(teacher, condition=ref_cond),
+                      "prompts": ref_prompts},
+    }
+    write_record(record, out / names["record"])
+    return record

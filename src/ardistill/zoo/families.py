@@ -53,10 +53,12 @@ class FamilyOps(Protocol):
         ...
 
     def ar_logits(self, ar: nn.Module, tok: nn.Module, tokens: Tensor, labels: Tensor,
-                  drop: Tensor) -> Tensor:
+                  drop: Tensor, caption_mask: Tensor | None = None) -> Tensor:
         """Teacher forcing: tokens (B, N) int64, labels (B,) int64, drop (B,) bool (-> null
         class) -> (B, N, V) float32 logits, row i predicting token i. `tok` (the frozen
-        tokenizer) builds the AR inputs where the family needs it (VAR's f_hat inputs)."""
+        tokenizer) builds the AR inputs where the family needs it (VAR's f_hat inputs).
+        Text-conditional models: labels are caption features (B, T, D) with caption_mask
+        (B, T) bool (left-padded); families without them raise ValueError."""
         ...
 
     def load_tokenizer(self, cfg: Any, path: str | Path) -> nn.Module:

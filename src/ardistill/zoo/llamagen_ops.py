@@ -11,7 +11,7 @@ from torch import Tensor
 from ardistill.teachers.llamagen.config import GPTConfig, VQConfig
 from ardistill.teachers.llamagen.gpt import GPT
 from ardistill.teachers.llamagen.loading import load_vq, random_vq
-from ardistill.teachers.llamagen.teacher import LlamaGenTeacher
+from ardistill.teachers.llamagen.teacher import LlamaGenTeacher, caption_attention_mask
 from ardistill.teachers.llamagen.vq import VQModel
 from ardistill.teachers.preset import TeacherPreset
 from ardistill.utils.checkpoint import read_state_dict
@@ -50,8 +50,12 @@ class LlamaGenOps:
         return cfg.class_dropout_prob
 
     def ar_logits(self, ar: GPT, tok: VQModel, tokens: Tensor, labels: Tensor,
-                  drop: Tensor) -> Tensor:
-        return ar(tokens[:, :-1], labels, cond_drop=drop)  # (B, N, V): row j predicts token j
+                  drop: Tensor, caption_mask: Tensor | None = None) -> Tensor:
+        mask = None
+        if caption_mask is not None:  # t2i: padded caption columns masked, as in sampling
+            mask = caption_attention_mask(caption_mask, caption_mask.shape[1] + tokens.shape[1] - 1)
+        # (B, N, V): row j predicts token j
+        return ar(tokens[:, :-1], labels, mask, cond_drop=drop)
 
     def load_tokenizer(self, cfg: VQConfig, path: str | Path) -> VQModel:
         return load_vq(cfg, read_state_dict(path), what="LlamaGen VQ tokenizer", source=str(path))

@@ -73,12 +73,15 @@ class TeacherRecipe:
     ar: ARRecipe = field(default_factory=ARRecipe)
     limit: int | None = None
     eval_samples: int = 2000
+    captions_per_image: int = 4  # text-conditional presets: captions written per train image
 
     def validate(self) -> None:
         self.tokenizer.validate()
         self.ar.validate()
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if not 1 <= self.captions_per_image <= 10:
+            raise ValueError(f"captions_per_image must be in 1..10, got {self.captions_per_image}")
         if self.eval_samples < 10:
             raise ValueError(f"eval_samples must be >= 10, got {self.eval_samples}")
 
@@ -99,6 +102,9 @@ RECIPES: dict[str, TeacherRecipe] = {
     "mnist-llamagen": TeacherRecipe("mnist-llamagen", ar=ARRecipe(steps=1500)),
     "mnist-var": TeacherRecipe("mnist-var", tokenizer=TokenizerRecipe(steps=600),
                                ar=ARRecipe(steps=1500)),
+    # mnist-t2i shares mnist-llamagen's tokenizer (no tokenizer stage); reading a digit from a
+    # caption is harder than from a class token: 2,000 AR steps.
+    "mnist-t2i": TeacherRecipe("mnist-t2i", ar=ARRecipe(steps=2000)),
 }
 
 

@@ -83,16 +83,19 @@ class _MarginChooser:
 
 
 @torch.no_grad()
-def reference_outputs(teacher: Teacher, labels: tuple[int, ...] = REFERENCE_LABELS) -> dict:
-    """Greedy tokens under the teacher's default sampling for fixed labels, and a few numbers
-    of their decoded images: what the shipped-weights test reproduces."""
+def reference_outputs(teacher: Teacher, labels: tuple[int, ...] = REFERENCE_LABELS,
+                      condition: Condition | None = None) -> dict:
+    """Greedy tokens under the teacher's default sampling for fixed labels (or a given
+    condition: captions of a text-conditional teacher), and a few numbers of their decoded
+    images: what the shipped-weights test reproduces."""
     chooser = _MarginChooser()
-    lab = torch.tensor(labels, dtype=torch.long)
-    tokens = decode(teacher, Condition(labels=lab), teacher.default_sampling, chooser)
+    if condition is None:
+        condition = Condition(labels=torch.tensor(labels, dtype=torch.long))
+    tokens = decode(teacher, condition, teacher.default_sampling, chooser)
     images = teacher.decode_tokens(tokens)
     mid = teacher.image_size // 2
     return {
-        "labels": list(labels),
+        "labels": list(labels) if condition.labels is not None else None,
         "greedy_tokens": tokens.tolist(),
         "min_top2_margin": chooser.min_margin,
         "image_sums": images.double().sum(dim=(1, 2, 3)).tolist(),

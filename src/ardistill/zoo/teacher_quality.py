@@ -62,14 +62,16 @@ def sample_teacher(
 ) -> tuple[Tensor, Tensor]:
     """Ordinary multinomial sampling (one seeded generator for the whole set).
 
-    labels: (N,) int64. returns: tokens (N, L) int64, images (N, 3, H, W) float32 in [-1, 1].
+    labels: (N,) int64, or a Condition of N rows (caption features of a text-conditional
+    teacher). returns: tokens (N, L) int64, images (N, 3, H, W) float32 in [-1, 1].
     """
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)
     toks, imgs = [], []
-    for s in tqdm(range(0, len(labels), batch_size), desc="sample teacher", disable=not progress):
-        cond = Condition(labels=labels[s : s + batch_size])
+    conds = labels if isinstance(labels, Condition) else Condition(labels=labels)
+    for s in tqdm(range(0, len(conds), batch_size), desc="sample teacher", disable=not progress):
+        cond = conds[s : s + batch_size]
         t = decode(teacher, cond, sampling, MultinomialChooser(g))
         toks.append(t)
         imgs.append(teacher.decode_tokens(t).clamp(-1.0, 1.0))
@@ -125,13 +127,13 @@ def tokenizer_quality(ops: FamilyOps, tok: nn.Module, extractor: FeatureExtracto
 
 @torch.no_grad()
 def seconds_per_image(teacher: Teacher, sampling: SamplingConfig, *, repeats: int = 5,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, conditions=None) -> dict:
     """Median wall time of one image at batch 1: AR sampling, and VQ decoding, separately
     (one warm-up run first)."""
     g = torch.Generator().manual_seed(seed)
     ar, dec = [], []
     for i in range(repeats + 1):
-        cond = teacher.sample_conditions(1, g)
+        cond = teacher.sample_conditions(1, g) if conditions is None else conditions(1)
         t0 = time.perf_counter()
         tokens = decode(teacher, cond, sampling, MultinomialChooser(g))
         t1 = time.perf_counter()
@@ -147,10 +149,11 @@ def seconds_per_image(teacher: Teacher, sampling: SamplingConfig, *, repeats: in
 
 @torch.no_grad()
 def images_per_second(teacher: Teacher, sampling: SamplingConfig, *, batch_size: int = 256,
-                      seed: int = 0) -> float:
+                      seed: int = 0, conditions=None) -> float:
     """AR sampling + decoding throughput at one large batch."""
     g = torch.Generator().manual_seed(seed)
-    cond = teacher.sample_conditions(batch_size, g)
+    cond = (teacher.sample_conditions(batch_size, g) if conditions is None
+            else conditions(batch_size))
     t0 = time.perf_counter()
     teacher.decode_tokens(decode(teacher, cond, sampling, MultinomialChooser(g)))
     return batch_size / (time.perf_counter() - t0)

@@ -66,6 +66,30 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Ten
             yield perm[s : s + size]
 
 
+class CaptionTable:
+    """Caption features of a text-conditional teacher's training images: `per_image` captions
+    of every image, row i * per_image + k the k-th caption of image i.
+
+    features: (R, T, D) float (stored float16 to save memory; cast per batch), mask: (R, T) bool
+    (left-padded, `ardistill.text.layout`). With a table, the "labels" of `train_ar` and
+    `token_nll` are image ids.
+    """
+
+    def __init__(self, features: Tensor, mask: Tensor, per_image: int) -> None:
+        if features.shape[0] != mask.shape[0] or features.shape[0] % per_image:
+            raise ValueError(f"caption table: {features.shape[0]} feature rows, "
+                             f"{mask.shape[0]} mask rows, {per_image} captions per image")
+        self.features, self.mask, self.per_image = features, mask.bool(), per_image
+
+    def draw(self, images: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Captions of `images` (B,) image ids: a random one of each image's captions (the
+        first with generator=None). Returns (features (B, T, D) float32, mask (B, T))."""
+        k = (torch.zeros_like(images) if generator is None else
+             torch.randint(0, self.per_image, images.shape, generator=generator))
+        rows = images * self.per_image + k
+        return self.features[rows].float(), self.mask[rows]
+
+
 class EMA:
     """Exponential moving average of a module's parameters; buffers are copied (they are
     constants or statistics: averaging VAR's -inf attention mask would give NaN).
@@ -163,15 +187,18 @@ def tokenize(
 
 
 def token_nll(ops: FamilyOps, ar: nn.Module, tok: nn.Module, tokens: Tensor, labels: Tensor,
-              batch_size: int = 250) -> float:
-    """Mean conditional negative log-likelihood (nats per token) of (N, L) tokens."""
+              batch_size: int = 250, captions: CaptionTable | None = None) -> float:
+    """Mean conditional negative log-likelihood (nats per token) of (N, L) tokens (with
+    `captions`: labels are image ids, each conditioned on its first caption)."""
     total, count = 0.0, 0
     was_training = ar.training
     ar.eval()
     with torch.no_grad():
         for s in range(0, len(tokens), batch_size):
             t, lab = tokens[s : s + batch_size], labels[s : s + batch_size]
-            logits = ops.ar_logits(ar, tok, t, lab, torch.zeros_like(lab, dtype=torch.bool))
+            cond, cmask = (lab, None) if captions is None else captions.draw(lab, None)
+            logits = ops.ar_logits(ar, tok, t, cond, torch.zeros_like(lab, dtype=torch.bool),
+                                   cmask)
             total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1),
                                            reduction="sum"))
             count += t.numel()
@@ -191,9 +218,13 @@ def train_ar(
     val: tuple[Tensor, Tensor] | None = None,
     eval_every: int = 500,
     progress: bool = True,
+    captions: CaptionTable | None = None,
+    val_captions: CaptionTable | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train the AR model of config `cfg` on (N, L) int64 tokens of the frozen tokenizer `tok`
-    with (N,) int64 labels.
+    with (N,) int64 labels (with `captions`, a text-conditional model: labels are image ids
+    and each step conditions a sequence on one of its image's captions, drawn at random;
+    `val_captions` the same for the validation images).
 
     val: (tokens, labels) whose NLL (EMA weights) is recorded every `eval_every` steps.
     returns: (EMA model in eval mode, record: seconds, losses, validation curve).
@@ -216,8 +247,9 @@ def train_ar(
         torch.manual_seed(seed + 1)  # the modules' dropout layers (see module docstring)
         for step, idx in zip(range(recipe.steps), batches(len(tokens), recipe.batch_size, g)):
             t, lab = tokens[idx], labels[idx]
+            cond, cmask = (lab, None) if captions is None else captions.draw(lab, g)
             drop = torch.rand(len(idx), generator=g) < p_drop
-            logits = ops.ar_logits(model, tok, t, lab, drop)
+            logits = ops.ar_logits(model, tok, t, cond, drop, cmask)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -231,7 +263,8 @@ def train_ar(
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             if val is not None and ((step + 1) % eval_every == 0 or step + 1 == recipe.steps):
                 curve.append({"step": step + 1, "train_loss_last50": sum(window) / len(window),
-                              "val_nll": token_nll(ops, ema.module, tok, *val)})
+                              "val_nll": token_nll(ops, ema.module, tok, *val,
+                                                   captions=val_captions)})
                 bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{curve[-1]['val_nll']:.3f}")
     bar.close()
     record = {"seconds": round(time.perf_counter() - t0, 1),

@@ -49,7 +49,9 @@ class VAROps:
         return cfg.cond_drop_rate
 
     def ar_logits(self, ar: VAR, tok: VQVAE, tokens: Tensor, labels: Tensor,
-                  drop: Tensor) -> Tensor:
+                  drop: Tensor, caption_mask: Tensor | None = None) -> Tensor:
+        if caption_mask is not None:
+            raise ValueError("VAR teachers are class-conditional: no caption features")
         with torch.no_grad():  # the tokenizer is frozen: its f_hat inputs carry no gradient
             x = tok.quantize.indices_to_var_input(tok.split_scales(tokens))
         labels = torch.where(drop, ar.cfg.num_classes, labels)
