@@ -43,6 +43,8 @@ def sample_and_eval(teacher: str, method: list[str], out: Path, num: int, seed: 
     seconds = time.perf_counter() - t0
     _run(["eval", str(out / "samples.npz"), "--ref", "mnist", "--no-progress"])
     rec = json.loads((out / "samples.eval.json").read_text())
+    if "prompt_accuracy" in rec:  # a prompted run: the class column is the prompt accuracy
+        rec["class_accuracy"] = rec["prompt_accuracy"]
     rec["command"] = "ardistill " + " ".join(argv)
     rec["sample_seconds"] = round(seconds, 1)
     rec["label"] = json.loads(meta.read_text())["label"]
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the flow choice's temperature (ardistill sample --dd-temperature); "
                    "the DD rows get a -tT suffix")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--prompts", type=Path, default=None,
+                   help="text-conditional teachers: the prompts file every method samples "
+                   "(sample i takes row i mod R; class acc. is then the prompt accuracy)")
     args = p.parse_args(argv)
     if args.threads:
         import torch
@@ -91,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         name = "dd2-1step" if steps == "dd2" else f"dd{steps}"
         methods[f"{name}{suffix}"] = (head + ["--dd-choice", args.dd_choice] + temp
                                       + (["--student", path] if path else []))
+    extra = [] if args.prompts is None else ["--prompts", str(args.prompts)]
     rows = {}
     for name, m in methods.items():
-        rows[name] = sample_and_eval(args.teacher, m, args.out / name, args.num, args.seed,
-                                     args.threads or 0)
+        rows[name] = sample_and_eval(args.teacher, m + extra, args.out / name, args.num,
+                                     args.seed, args.threads or 0)
     md = table(rows)
     print(md)
     (args.out / "fidelity.json").write_text(json.dumps(

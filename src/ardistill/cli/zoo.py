@@ -33,6 +33,7 @@ from ardistill.zoo.build_teacher import (
     evaluate_teacher,
     is_text_conditional,
     measure_speed,
+    prompt_conditions,
     run_ar_stage,
     run_eval_stage,
     run_t2i_ar_stage,
@@ -227,9 +228,19 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.samples < 10:
         raise UserError("--samples must be >= 10")
     kept: list = []
+    conditions = None
+    if is_text_conditional(preset):  # prompts balanced over the digits, seeded
+        cond, digits, _ = prompt_conditions(preset, args.samples, args.seed)
+        conditions = (cond, digits)
     q = evaluate_teacher(teacher, sampling, n=args.samples, seed=args.seed,
-                         progress=not args.no_progress, samples_out=kept)
-    speed = measure_speed(teacher, sampling) if args.speed else None
+                         progress=not args.no_progress, samples_out=kept,
+                         conditions=conditions)
+    if conditions is not None:
+        q["prompt_accuracy"] = q.pop("accuracy")
+    speed = None
+    if args.speed:
+        speed = measure_speed(teacher, sampling, conditions=None if conditions is None
+                              else (lambda k: conditions[0][:k]))
     print(f"teacher    {preset.name}  sampling {asdict(sampling)}")
     _print_quality(q, speed)
     if args.grid is not None:

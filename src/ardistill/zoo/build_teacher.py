@@ -156,16 +156,22 @@ def run_eval_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, c
 
 def evaluate_teacher(teacher: Teacher, sampling: SamplingConfig, *, n: int, seed: int,
                      train_tokens: Tensor | None = None, progress: bool = True,
-                     samples_out: list | None = None) -> dict:
+                     samples_out: list | None = None, conditions=None) -> dict:
     """Quality of `n` teacher samples (labels uniform) on the shipped MNIST feature network.
 
     train_tokens: (M, L) int64 tokens of the training images, to count exact copies.
     samples_out: if a list is given, (tokens, images, labels) of the samples are appended.
+    conditions: (Condition of n rows, (n,) int64 digits) instead of balanced class labels (a
+    text-conditional teacher: accuracy is then the prompt accuracy).
     """
     extractor = _feature_net()
-    labels = balanced_labels(n, teacher.num_classes)
+    if conditions is None:
+        labels = balanced_labels(n, teacher.num_classes)
+        cond = labels
+    else:
+        cond, labels = conditions
     t0 = time.perf_counter()
-    tokens, images = sample_teacher(teacher, labels, sampling, seed=seed, progress=progress)
+    tokens, images = sample_teacher(teacher, cond, sampling, seed=seed, progress=progress)
     out = {**image_quality(images, labels, extractor, DataFeatures.compute(extractor)),
            "sampling_seconds": round(time.perf_counter() - t0, 1),
            "unique_token_sequences": len({tuple(r) for r in tokens.tolist()}) / n}
@@ -308,13 +314,8 @@ def run_t2i_eval_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, 
     teacher = load_teacher(preset.name, model_ckpt=model, tokenizer_ckpt=tok)
     encoder = load_encoder(preset_encoder(preset))
     cond, digits, _ = prompt_conditions(preset, recipe.eval_samples, recipe.seed, encoder)
-    extractor = _feature_net()
-    t0 = time.perf_counter()
-    tokens, images = sample_teacher(teacher, cond, preset.sampling, seed=recipe.seed,
-                                    progress=progress)
-    quality = {**image_quality(images, digits, extractor, DataFeatures.compute(extractor)),
-               "sampling_seconds": round(time.perf_counter() - t0, 1),
-               "unique_token_sequences": len({tuple(r) for r in tokens.tolist()}) / len(tokens)}
+    quality = evaluate_teacher(teacher, preset.sampling, n=recipe.eval_samples,
+                               seed=recipe.seed, progress=progress, conditions=(cond, digits))
     quality["prompt_accuracy"] = quality.pop("accuracy")
     ref_cond, _, ref_prompts = prompt_conditions(preset, 2, 12345, encoder)
     record["teacher"] = {
