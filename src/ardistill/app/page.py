@@ -29,7 +29,7 @@ class AppOptions:
     another spec); tokenizer_ckpt: the VQ file of official presets; students: default student
     files by app method name; device, dtype: where the models run."""
 
-    teachers: tuple[str, ...] = ("mnist-llamagen", "mnist-var")
+    teachers: tuple[str, ...] = ("mnist-llamagen", "mnist-var", "mnist-t2i")
     tokenizer_ckpt: str | None = None
     students: tuple[tuple[str, str], ...] = ()
     device: str = "cpu"
@@ -71,6 +71,8 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
                                  elem_id="classes")
             captions = gr.Textbox("", label="caption file (text-conditional teachers)",
                                   elem_id="captions")
+            prompts = gr.Textbox("", lines=2, label="prompts, one a line (mnist-t2i: e.g. "
+                                 "'a thick seven leaning left')", elem_id="prompts")
             seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
             count = gr.Slider(1, MAX_COUNT, value=8, step=1, label="images per method",
                               elem_id="count")
@@ -100,8 +102,9 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
                                                 elem_classes=["ard-gallery"]))
                 columns.append(col)
 
-        def generate(teacher_v, classes_v, captions_v, seed_v, count_v, methods_v, skip_v,
-                     involved_v, s1, s2, s3, progress=gr.Progress()):  # noqa: B008 (gradio)
+        def generate(teacher_v, classes_v, captions_v, prompts_v, seed_v, count_v, methods_v,
+                     skip_v, involved_v, s1, s2, s3,
+                     progress=gr.Progress()):  # noqa: B008 (gradio)
             hidden = [gr.update(visible=False)] * len(APP_METHODS)
             blank = [gr.update()] * len(APP_METHODS)
             try:
@@ -110,6 +113,7 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
                 req = Request(str(teacher_v or "").strip(), tuple(methods_v or ()),
                               classes=classes_v or "balanced", seed=int(seed_v or 0),
                               count=int(count_v), captions=(captions_v or "").strip() or None,
+                              prompts=prompts_v or None,
                               skip_k=int(skip_v or 1), involved=_involved(involved_v),
                               students=students, tokenizer_ckpt=opts.tokenizer_ckpt)
                 if not req.teacher or not req.methods:
@@ -140,8 +144,8 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
                 text += "; **error:** " + "; ".join(f"{p.method}: {p.error}" for p in errors)
             return [text, timing_table(panels)] + vis + heads + imgs
 
-        run.click(generate, [teacher, classes, captions, seed, count, methods, skip_k, involved,
-                             *student_boxes.values()],
+        run.click(generate, [teacher, classes, captions, prompts, seed, count, methods, skip_k,
+                             involved, *student_boxes.values()],
                   [status, timings, *columns, *titles, *galleries])
     return page
 

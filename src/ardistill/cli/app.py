@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--teacher", action="append", default=None, metavar="SPEC",
                    help="a teacher of the menu: preset, model checkpoint or module:function "
-                   "factory; repeat for several (default: mnist-llamagen and mnist-var)")
+                   "factory; repeat for several (default: mnist-llamagen, mnist-var and mnist-t2i)")
     p.add_argument("--tokenizer-ckpt", default=None, help="VQ tokenizer checkpoint (official "
                    "presets)")
     p.add_argument("--student", default=None, help="DD 1-step student file (default: the "
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     students = tuple((k, v) for k, v in (("DD 1-step", args.student),
                                          ("DD 2-step", args.student_2step),
                                          ("DD2 1-step", args.student_dd2)) if v)
-    opts = AppOptions(tuple(args.teacher or ("mnist-llamagen", "mnist-var")),
+    opts = AppOptions(tuple(args.teacher or ("mnist-llamagen", "mnist-var", "mnist-t2i")),
                       args.tokenizer_ckpt, students, args.device, args.dtype)
     print(f"app: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     launch(build_page(opts), args.host, args.port)
