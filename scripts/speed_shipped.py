@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
 
 from ardistill.bench.timing import machine_header, steady_time
+from ardistill.demo.report import TEXT_TEACHERS
 from ardistill.errors import CheckpointError
 from ardistill.sampling.run import load_models, prepare, sample_with
 from ardistill.sampling.spec import DD2Method, DDMethod, Models, SampleConfig, TeacherMethod
+from ardistill.text.mnist_captions import balanced_prompts
 from ardistill.utils import dtypes
 
 
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,64")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--teachers", default="mnist-llamagen,mnist-var")
+    p.add_argument("--teachers", default="mnist-llamagen,mnist-var,mnist-t2i")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -37,14 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     methods = [TeacherMethod(), DDMethod(1), DDMethod(1, choice="argmax"), DDMethod(2),
                DDMethod(2, choice="argmax"), DD2Method()]
+    # text-conditional teachers sample the protocol's prompts (balanced over the digits)
+    prompts = Path(tempfile.mkdtemp()) / "prompts.txt"
+    prompts.write_text("\n".join(balanced_prompts(64, 11)[0]) + "\n")
     for teacher_name in args.teachers.split(","):
+        text = teacher_name in TEXT_TEACHERS
         for b in (int(x) for x in args.batches.split(",")):
             base = None
             for method in methods:
-                cfg = SampleConfig(Models(teacher_name), method, num=b, batch_size=b, seed=0)
+                cfg = SampleConfig(Models(teacher_name), method, num=b, batch_size=b, seed=0,
+                                   prompts=str(prompts) if text else None)
                 try:
                     teacher, student, hints = load_models(cfg)
-                except CheckpointError:  # no shipped student of this kind (DD2 of mnist-var)
+                except CheckpointError:  # no shipped student of this kind (DD2 of mnist-t2i)
                     continue
                 sampler = prepare(cfg, teacher, student, hints)
                 t = steady_time(lambda t=teacher, s=sampler, c=cfg: sample_with(t, s, c),
