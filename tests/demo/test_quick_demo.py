@@ -58,6 +58,13 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     grids = sorted(p.name for p in (out / "grids").glob("*.png"))
     assert len(grids) == 10 + sum(_ships_dd2(t) for t in teachers)
     assert "mnist-var_dd-2.png" in grids
+    # text to image: the shipped mnist-t2i teacher and students on prompts, with its grid
+    text = doc["text_to_image"]
+    assert [r["steps"] for r in text] == [64, 1, 2] and text[0]["speedup"] == 1.0
+    assert all(r["speedup"] > 1.0 and 0.5 <= r["prompt_accuracy"] <= 1.0 for r in text[1:])
+    assert "## Text to image: `mnist-t2i`" in md and "prompt acc." in md
+    assert (out / "mnist-t2i" / "prompts.txt").read_text().startswith("a ")
     page = (out / "report.html").read_text()  # self-contained: every grid and the plot inline
-    assert page.count("data:image/png;base64,") == len(grids) + 1
+    assert page.count("data:image/png;base64,") == len(grids) + 2  # + the prompts grid
     assert 'id="quality-speed"' in page and (out / "quality_speed.png").stat().st_size > 1000
+    assert "Text to image: mnist-t2i" in page

@@ -69,6 +69,9 @@ class DemoConfig:
     choice: how baselines turn a distribution into a token ("multinomial" as the paper, or
         "flow": the flow map of the same noise, deterministic).
     sample_batch: batch size of sampling and evaluation.
+    text_to_image: also sample the shipped text-to-image teacher `mnist-t2i` and its shipped
+        students on `eval_samples` prompts (`demo.text`; skipped with a note when the `text`
+        extra is not installed).
     bench_warmup / bench_repeats: time per image at batch 1, median of repeats after warm-up.
     grid_per_class: images per class row of the PNG grids (10 rows, one per class).
     progress: tqdm bars.
@@ -90,6 +93,7 @@ class DemoConfig:
     bench_warmup: int = 2
     bench_repeats: int = 7
     grid_per_class: int = 8
+    text_to_image: bool = True  # the shipped mnist-t2i teacher and students on prompts
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from ardistill.demo.text import text_markdown
 from ardistill.evaluation.html import Table, html_page, plot_points, quality_speed_png
 from ardistill.utils.files import atomic_write_bytes
 from ardistill.weights import shipped_dir, student_record_name
@@ -205,7 +206,8 @@ def markdown(rows: list[dict], settings: dict, timings: dict,
 
 
 def to_html(rows: list[dict], settings: dict, grids: list[tuple[str, bytes]],
-            plot_png: bytes | None, shipped: list[dict] | None = None) -> str:
+            plot_png: bytes | None, shipped: list[dict] | None = None,
+            text_rows: list[dict] | None = None) -> str:
     """report.html: the Table-1 rows, the quality-speed plot and the grids per method."""
     n = rows[0]["num_samples"] if rows else 0
     table = Table("Table 1 (this run's quick-trained students and the shipped ones)",
@@ -233,6 +235,16 @@ def to_html(rows: list[dict], settings: dict, grids: list[tuple[str, bytes]],
               _f(r["precision"], ".3f"), _f(r["recall"], ".3f"),
               _f(r["recall_ratio"], ".2f") + "x", _f(r["class_accuracy"], ".4f")]
              for r in shipped]))
+    if text_rows:
+        tables.append(Table(
+            f"Text to image: mnist-t2i and its shipped students on {text_rows[0]['num_samples']} "
+            "prompts balanced over the digits (prompt acc.: the classifier reads the digit the "
+            "prompt names)",
+            ["method", "steps", "FID", "FID / teacher", "recall", "prompt acc.", "s / image",
+             "speedup"],
+            [[r["method"], str(r["steps"]), f"{r['fid']:.2f}", f"{r['fid_ratio']:.2f}x",
+              _f(r["recall"], ".3f"), f"{r['prompt_accuracy']:.3f}",
+              f"{r['seconds_per_image']:.4f}", f"{r['speedup']:.1f}x"] for r in text_rows]))
     return html_page("ardistill demo: Distilled Decoding on the embedded MNIST teachers", intro,
                      tables, grids, plot_png)
 
@@ -255,11 +267,20 @@ def write_report(out: str | Path, rows: list[dict], settings: dict, timings: dic
     js = out / "report.json"
     js.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     md = out / "report.md"
-    md.write_text(markdown(rows, settings, timings, cpu, shipped))
+    text_rows = (extra or {}).get("text_to_image") or []
+    text_note = (extra or {}).get("text_to_image_note")
+    body = markdown(rows, settings, timings, cpu, shipped)
+    more = text_markdown(text_rows)
+    if text_note:
+        more += ["", "## Text to image", "", f"Skipped: {text_note}"]
+    if more:  # before the stage timings
+        head, sep, tail = body.partition("\n## Stage timings")
+        body = head.rstrip("\n") + "\n" + "\n".join(more) + "\n" + sep + tail
+    md.write_text(body)
     points = plot_points(rows)
     plot = quality_speed_png(points, "Quality against speed (ardistill demo)") if points else None
     if plot is not None:
         atomic_write_bytes(out / "quality_speed.png", plot)
     atomic_write_bytes(out / "report.html",
-                       to_html(rows, settings, grids or [], plot, shipped).encode())
+                       to_html(rows, settings, grids or [], plot, shipped, text_rows).encode())
     return md, js

@@ -19,6 +19,9 @@ from ardistill.data.mnist import mnist_images
 from ardistill.demo import stages
 from ardistill.demo.config import DemoConfig
 from ardistill.demo.report import finish_rows, make_row, write_report
+from ardistill.demo.text import TEACHER as TEXT_TEACHER
+from ardistill.demo.text import text_to_image
+from ardistill.errors import UserError
 from ardistill.evaluation.images import ImageReference, prepare_reference
 from ardistill.metrics.networks import load_feature_extractor
 from ardistill.teachers.base import Teacher
@@ -80,13 +83,23 @@ def _run_demo(cfg: DemoConfig, out: Path) -> DemoResult:
             rows += r
             files.update(f)
             students[name] = s
+        text_rows, text_note = [], None
+        if cfg.text_to_image:
+            with clock.stage(f"{TEXT_TEACHER}/sample+evaluate+bench", cfg.progress):
+                try:
+                    text_rows, prompts, grid = text_to_image(cfg, out, extractor, reference)
+                    files.update({"prompts:mnist-t2i": str(prompts),
+                                  f"grid:{TEXT_TEACHER}:prompts": str(grid)})
+                except UserError as e:  # the `text` extra is missing: say so, go on
+                    text_note = str(e)
     finish_rows(rows)
     clock.timings["total"] = round(time.perf_counter() - t_start, 2)
     clock.cpu["total"] = round(time.process_time() - c_start, 2)
     grids = [(f"{k.split(':', 1)[1].replace(':', ': ')}", Path(v).read_bytes())
              for k, v in files.items() if k.startswith("grid:")]
     md, js = write_report(out, rows, cfg.to_json(), clock.timings, cpu=clock.cpu,
-                          extra={"environment": _environment(cfg), "students": students},
+                          extra={"environment": _environment(cfg), "students": students,
+                                 "text_to_image": text_rows, "text_to_image_note": text_note},
                           grids=grids)
     files.update(report_md=str(md), report_json=str(js), report_html=str(out / "report.html"),
                  quality_speed=str(out / "quality_speed.png"))
