@@ -70,7 +70,7 @@ def test_regression_loss_is_zero_when_the_model_gives_the_teachers_score(spec):
         assert float(S.regression_loss(fake, teacher, tokens, cond, d, cb).detach()) < 1e-9
     finally:
         teacher.default_sampling = guided
-    before = float(S.regression_loss(fake, teacher, tokens, cond, d, cb))
+    before = float(S.regression_loss(fake, teacher, tokens, cond, d, cb).detach())
     assert before > 1e-4
     opt = torch.optim.Adam(fake.parameters(), lr=3e-3)
     for _ in range(60):

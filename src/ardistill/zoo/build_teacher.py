@@ -255,8 +255,7 @@ def run_t2i_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *,
     ops, names = family_ops(preset.family), file_names(preset)
     tok_record = shared_tokenizer_record(preset, out)
     tok = ops.load_tokenizer(preset.tokenizer_config, out / names["tokenizer"])
-    images, _ = train_images(recipe.limit)
-    labels = train_images(recipe.limit)[1]
+    images, labels = train_images(recipe.limit)
     held, held_y = mnist_images("heldout")
     k = recipe.captions_per_image
     t0 = time.perf_counter()
