@@ -204,7 +204,7 @@ class Comparer:
             student, hints = (self._student(cfg, teacher) if cfg.method.needs_student
                               else (None, {}))
             if isinstance(cfg.method, OneStepMethod):
-                key = (cfg.models, cfg.method, cfg.seed, cfg.captions)
+                key = (cfg.models, cfg.method, cfg.seed, cfg.captions, cfg.prompts)
                 if key not in self._onestep:  # the marginals depend on these only
                     self._onestep[key] = prepare(cfg, teacher, None, on_step=on_step)
                 sampler = self._onestep[key]

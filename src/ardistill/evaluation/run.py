@@ -83,6 +83,8 @@ def image_metrics(cfg: EvalConfig, samples_path: Path) -> dict:
     digits = None
     if prompts is not None and labels is not None:  # labels are caption rows
         digits = prompt_digits(prompts, labels)
+        if not bool((digits >= 0).any()):  # no prompt names a digit: nothing to score
+            digits = None
     result = evaluate_images(samples, load_reference(cfg.ref), extractor,
                              batch_size=cfg.batch_size, is_splits=cfg.is_splits, pr_k=cfg.pr_k,
                              fid_method=cfg.fid_method, progress=cfg.progress,
