@@ -36,8 +36,6 @@ from ardistill.zoo.build_teacher import (
     prompt_conditions,
     run_ar_stage,
     run_eval_stage,
-    run_t2i_ar_stage,
-    run_t2i_eval_stage,
     run_tokenizer_stage,
 )
 from ardistill.zoo.features import (
@@ -154,9 +152,11 @@ def _command(args: argparse.Namespace, stage: str) -> str:
 def run_train(args: argparse.Namespace) -> int:
     preset, recipe = _embedded_preset(args.preset), _recipe(args)
     progress = not args.no_progress
-    if is_text_conditional(preset):
-        return _run_train_t2i(args, preset, recipe, progress)
-    if args.stage in ("tokenizer", "all"):
+    shares_tokenizer = is_text_conditional(preset)  # mnist-t2i: mnist-llamagen's VQ file
+    if shares_tokenizer and args.stage == "tokenizer":
+        raise UserError(f"{preset.name} has no tokenizer stage: it shares the tokenizer file "
+                        f"{preset.extra['tokenizer_file']} (train that teacher's tokenizer)")
+    if args.stage in ("tokenizer", "all") and not shares_tokenizer:
         rec = run_tokenizer_stage(preset, recipe, args.out, command=_command(args, "tokenizer"),
                                   progress=progress)
         q = rec["tokenizer"]["quality"]
@@ -171,24 +171,6 @@ def run_train(args: argparse.Namespace) -> int:
         except FileNotFoundError as e:
             raise UserError(str(e)) from e
         _print_quality(rec["teacher"]["quality"], rec["teacher"]["speed"])
-        print(f"AR training {rec['ar']['training']['seconds']} s, final held-out NLL "
-              f"{rec['ar']['training']['curve'][-1]['val_nll']:.4f} nats/token")
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
-
-
-def _run_train_t2i(args: argparse.Namespace, preset, recipe, progress: bool) -> int:
-    if args.stage == "tokenizer":
-        raise UserError(f"{preset.name} has no tokenizer stage: it shares the tokenizer file "
-                        f"{preset.extra['tokenizer_file']} (train that teacher's tokenizer)")
-    stage = "eval" if args.stage == "eval" else "ar"
-    run = run_t2i_eval_stage if stage == "eval" else run_t2i_ar_stage
-    try:
-        rec = run(preset, recipe, args.out, command=_command(args, stage), progress=progress)
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from e
-    _print_quality(rec["teacher"]["quality"], rec["teacher"]["speed"])
-    if "ar" in rec:
         print(f"AR training {rec['ar']['training']['seconds']} s, final held-out NLL "
               f"{rec['ar']['training']['curve'][-1]['val_nll']:.4f} nats/token")
     print(f"wrote {args.out}", file=sys.stderr)

@@ -108,15 +108,21 @@ def prompt_digits(prompts: list[str], rows) -> torch.Tensor:
     return torch.tensor([named[int(r)] for r in rows], dtype=torch.long)
 
 
-def _prompts(samples_path: Path) -> list[str] | None:
-    """The prompt texts of a run conditioned on `--prompts` (its sample.json), else None."""
+def _condition(samples_path: Path) -> dict:
+    """The condition record of the run beside a samples file (its sample.json), or {}."""
     meta = (samples_path if samples_path.is_dir() else samples_path.parent) / "sample.json"
     if not meta.is_file():
-        return None
+        return {}
     try:
         cond = json.loads(meta.read_text()).get("settings", {}).get("condition") or {}
     except (json.JSONDecodeError, AttributeError):
-        return None
+        return {}
+    return cond if isinstance(cond, dict) else {}
+
+
+def _prompts(samples_path: Path) -> list[str] | None:
+    """The prompt texts of a run conditioned on `--prompts` (its sample.json), else None."""
+    cond = _condition(samples_path)
     prompts = cond.get("prompts") if cond.get("kind") == "caption" else None
     return prompts if isinstance(prompts, list) and prompts else None
 
@@ -124,14 +130,7 @@ def _prompts(samples_path: Path) -> list[str] | None:
 def _labels_are_classes(samples_path: Path) -> bool:
     """Labels of a samples file are class ids unless the run beside it was conditioned on
     captions (its sample.json says so; its labels are caption rows)."""
-    meta = (samples_path if samples_path.is_dir() else samples_path.parent) / "sample.json"
-    if not meta.is_file():
-        return True
-    try:
-        cond = json.loads(meta.read_text()).get("settings", {}).get("condition") or {}
-    except (json.JSONDecodeError, AttributeError):
-        return True
-    return cond.get("kind") != "caption"
+    return _condition(samples_path).get("kind") != "caption"
 
 
 def _token_metrics(cfg: EvalConfig, samples_path: Path) -> dict:

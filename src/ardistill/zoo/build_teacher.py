@@ -96,7 +96,9 @@ def run_tokenizer_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path,
 def run_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, command: str,
                  progress: bool = True) -> dict:
     """Train the AR model on the tokens of the tokenizer in `out`, write it, measure the
-    teacher and complete the record."""
+    teacher and complete the record (text-conditional presets: `run_t2i_ar_stage`)."""
+    if is_text_conditional(preset):
+        return run_t2i_ar_stage(preset, recipe, out, command=command, progress=progress)
     ops, names = family_ops(preset.family), file_names(preset)
     record = read_record(out / names["record"])
     tok_path = out / names["tokenizer"]
@@ -126,7 +128,10 @@ def run_ar_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, com
 def run_eval_stage(preset: TeacherPreset, recipe: TeacherRecipe, out: Path, *, command: str,
                    progress: bool = True) -> dict:
     """(Re)measure the teacher in `out` with the preset's current sampling settings: quality,
-    speed and reference outputs (the record's "teacher" part; the weights are untouched)."""
+    speed and reference outputs (the record's "teacher" part; the weights are untouched;
+    text-conditional presets: `run_t2i_eval_stage`)."""
+    if is_text_conditional(preset):
+        return run_t2i_eval_stage(preset, recipe, out, command=command, progress=progress)
     ops, names = family_ops(preset.family), file_names(preset)
     record = read_record(out / names["record"])
     model, tok = out / names["model"], out / names["tokenizer"]

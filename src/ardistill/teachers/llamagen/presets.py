@@ -8,6 +8,7 @@ temperature 1.0. Presets with `embedded=True` name their weight files in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -96,26 +97,19 @@ PRESETS["mnist-llamagen"] = TeacherPreset(
 # trained here on captions written from each digit's label and measured attributes
 # (`ardistill.text.mnist_captions`; `ardistill teacher train mnist-t2i --stage ar`).
 MNIST_T2I_CAPTION_TOKENS = 16
-MNIST_T2I_GPT = GPTConfig(dim=96, n_layer=4, n_head=4, multiple_of=32, model_type="t2i",
-                          caption_dim=384, cls_token_num=MNIST_T2I_CAPTION_TOKENS,
-                          caption_token_num=MNIST_T2I_CAPTION_TOKENS, vocab_size=256,
-                          block_size=64, token_dropout_p=0.05, resid_dropout_p=0.05,
-                          ffn_dropout_p=0.05)
-PRESETS["mnist-t2i"] = TeacherPreset(
+MNIST_T2I_GPT = replace(MNIST_GPT, model_type="t2i", caption_dim=384,
+                        cls_token_num=MNIST_T2I_CAPTION_TOKENS,
+                        caption_token_num=MNIST_T2I_CAPTION_TOKENS)
+PRESETS["mnist-t2i"] = replace(
+    PRESETS["mnist-llamagen"],  # same VQ, sampling and DD settings
     name="mnist-t2i",
-    family="llamagen",
     description="embedded LlamaGen-style text-to-image teacher: MNIST 32x32, 8x8 tokens, "
     "mnist-llamagen's VQ, GPT 4 x 96 reading 16 all-MiniLM-L6-v2 caption tokens (prompts "
     "such as 'a thick seven leaning left'; weights ship with ardistill)",
     model_config=MNIST_T2I_GPT,
-    tokenizer_config=MNIST_VQ,
-    sampling=SamplingConfig(cfg_scale=2.0, temperature=1.0, top_k=0, top_p=1.0),
-    dd=DDDefaults(t2=20, split=20),
-    embedded=True,
-    extra={"model_file": "mnist_t2i_gpt.safetensors",
-           "tokenizer_file": "mnist_llamagen_vq.safetensors",
+    extra={**PRESETS["mnist-llamagen"].extra,
+           "model_file": "mnist_t2i_gpt.safetensors",
            "record_file": "mnist_t2i.json",
-           "features": "mnist",
            "encoder": "minilm",
            "max_length": MNIST_T2I_CAPTION_TOKENS},
 )
