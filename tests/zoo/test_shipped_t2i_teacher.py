@@ -84,3 +84,8 @@ def test_sample_cli_turns_typed_prompts_into_digits(tmp_path, capsys):
     assert "prompt acc." in capsys.readouterr().out
     r = json.loads((out / "samples.eval.json").read_text())
     assert r["prompts_naming_a_digit"] == 30 and r["prompt_accuracy"] >= 0.8
+    # no prompts: the error says what to give (this teacher needs no --encoder)
+    assert main(["sample", "--teacher", "mnist-t2i", "--num", "2", "--out",
+                 str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "text-conditional" in err and "--prompts FILE`, one a line" in err

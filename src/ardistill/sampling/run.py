@@ -286,9 +286,10 @@ def _teacher_involved(method: TeacherInvolvedMethod, teacher: Teacher, student: 
 def _captions(cfg: SampleConfig, teacher: Teacher) -> Captions | None:
     if teacher.num_classes == 0:
         if cfg.captions is None and cfg.prompts is None:
+            own = default_encoder(teacher.name, None) is not None
             raise ValueError(f"{teacher.name} is text-conditional: give caption features "
-                             "(`--captions FILE`, docs/pairs.md) or prompts (`--prompts FILE "
-                             "--encoder t5:PATH|minilm`)")
+                             "(`--captions FILE`, docs/pairs.md) or prompts (`--prompts FILE"
+                             + ("`, one a line)" if own else " --encoder t5:PATH|minilm`)"))
         encoder = default_encoder(teacher.name, cfg.encoder) if cfg.prompts else cfg.encoder
         return caption_source(cfg.captions, cfg.prompts, encoder)
     if cfg.captions is not None or cfg.prompts is not None:
