@@ -152,3 +152,27 @@ def test_choosers_make_the_result_a_function_of_noise_or_generator(student, teac
     m1 = run(MultinomialChooser(torch.Generator().manual_seed(0)))
     m2 = run(MultinomialChooser(torch.Generator().manual_seed(0)))
     assert torch.equal(m1, m2)
+
+
+def test_intermediate_steps_choose_only_the_positions_the_next_step_keeps(student, data):
+    """A costly choice (the flow map) runs once per position over a few-step run: before the
+    last step only on the positions the next step keeps; the final sequence is the one of
+    the unrestricted steps."""
+    from ardistill.sampling.methods import dd_token_choice
+
+    noise, cond, codebook = data
+    layout, split, t2 = student.layout, 3, 2
+    flow = dd_token_choice("flow", codebook, temperature=0.7)
+    seen: list[int] = []
+
+    def counting(logits: Tensor, eps: Tensor) -> Tensor:
+        assert logits.shape[1] == eps.shape[1]
+        seen.append(eps.shape[1])
+        return flow(logits, eps)
+
+    with torch.no_grad():
+        fast = few_step(student, noise, cond, [0, t2], split, codebook, choose=counting)
+        x1 = step(student, noise, noise, cond, 0, split, codebook, flow)
+        full = step(student, x1, noise, cond, t2, split, codebook, flow)
+    assert seen == [layout.begin(t2), layout.begin(split) - layout.begin(t2)]
+    assert torch.equal(fast, full)

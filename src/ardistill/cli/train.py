@@ -32,7 +32,8 @@ _LOSS = {"ce": float, "latent": float, "perceptual": str, "perceptual_weight": f
          "lpips_vgg": str, "lpips_linear": str}
 # DD2 only (flag -> DD2Config field)
 _DD2 = {"regress_steps": int, "guidance_warmup": int,
-        "guidance_per_step": int, "lr_gen": float, "lr_guidance": float}
+        "guidance_per_step": int, "lr_gen": float, "lr_guidance": float,
+        "pairs_weight": float}
 # flags both methods take
 _SHARED = ("steps", "batch_size", "eval_every", "eval_samples", "ckpt_every", "keep_last",
            "log_every", "ema_decay", "seed", "teacher", "tokenizer_ckpt", "grad_clip",
@@ -52,7 +53,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="dd1 (default): regress the flow map's pairs; dd2: conditional score "
                    "distillation, no pairs needed")
     p.add_argument("--pairs", default=None, help="pairs dataset folder (ardistill gen-pairs); "
-                   "DD1: required; DD2: optional teacher sequences for its first stage")
+                   "DD1: required; DD2: optional teacher sequences for its first stage, and with "
+                   "--pairs-weight W > 0 an anchor of the generator on DD1's cross-entropy")
     p.add_argument("--out", required=True, help="run folder (created, or resumed)")
     p.add_argument("--recipe", default=None, choices=sorted(RECIPES) + sorted(DD2_RECIPES),
                    help="named defaults (default: tiny-1step for dd1, mnist-dd2 for dd2)")

@@ -155,7 +155,7 @@ class _Chunk:
         """D (n, d) float64 at (y (n, d), rho (n,)) for `rows` (n,). Full rows whose posterior
         has concentrated there become prune candidates (`cand`, applied if the step is kept)."""
         D = torch.empty_like(y)
-        pr = self.pruned[rows]
+        pr = self.pruned[_rows_index(rows)]
         pos_f, pos_p = (~pr).nonzero().squeeze(1), pr.nonzero().squeeze(1)
         if pos_f.numel():
             D[pos_f] = self._evaluate_full(rows[pos_f], y[pos_f], rho[pos_f])
@@ -167,7 +167,7 @@ class _Chunk:
         r0 = int(rows[0])  # a contiguous block is a view: no (R, V) copy in the common case
         if n == rows.numel() and int(rows[-1]) - r0 == n - 1:
             return self.logp[r0 : r0 + n]
-        return self.logp[rows]
+        return self.logp.index_select(0, rows)  # 5x faster than logp[rows] on the CPU
 
     def _evaluate_full(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
         fm = self.fm
@@ -187,7 +187,7 @@ class _Chunk:
                     r = rows[ids[:n]][ok]
                     self.cand[r] = w[:n][ok].topk(fm.M, dim=-1).indices
                     self.cand_ok[r] = True
-        self.full_evals[rows] += 1
+        self.full_evals[_rows_index(rows)] += 1
         return out
 
     def _evaluate_pruned(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
@@ -195,9 +195,10 @@ class _Chunk:
         pos = torch.arange(rows.numel(), device=rows.device)
         for ids, n in self.fm.pruned_blocks(pos):
             r = rows[ids]
-            D, gap = K.pruned_denoiser(y[ids], self.Cs[r], self.lps[r], rho[ids])
+            D, gap = K.pruned_denoiser(y[ids], self.Cs.index_select(0, r),
+                                       self.lps.index_select(0, r), rho[ids])
             out[ids[:n]], self.gap[r[:n]] = D[:n], gap[:n]
-        self.pruned_evals[rows] += 1
+        self.pruned_evals[_rows_index(rows)] += 1
         return out
 
     # -- decisions ---------------------------------------------------------------------------
@@ -209,7 +210,8 @@ class _Chunk:
             full = rows[~self.pruned[rows]]
             for ids, n in K.blocks(full, fm.R):
                 rho = self._rho_rows(self.n, ids)
-                _, w = K.full_posterior(self.y[ids], rho, self.logp[ids], fm.CaugT)
+                _, w = K.full_posterior(self.y[ids], rho, self.logp.index_select(0, ids),
+                                        fm.CaugT)
                 self._prune(ids[:n], w[:n].topk(fm.M, dim=-1).indices)
         done = torch.zeros_like(self.pruned)
         # The certificate needs every gap >= certify_margin; a row whose top-2 gap at the last
@@ -217,7 +219,9 @@ class _Chunk:
         cand = self.pruned[rows] & (self.gap[rows] >= fm.cfg.certify_margin - _GAP_SLACK)
         for ids, n in fm.pruned_blocks(rows[cand | force]):
             rho = self._rho_rows(self.n, ids)
-            k, margin = K.collapse_margin(self.y[ids], self.Cs[ids], self.lps[ids], rho)
+            k, margin = K.collapse_margin(self.y.index_select(0, ids),
+                                          self.Cs.index_select(0, ids),
+                                          self.lps.index_select(0, ids), rho)
             ok = (margin >= fm.cfg.certify_margin)[:n] | force
             r = ids[:n][ok]
             self.tokens[r] = self.idx[r].gather(1, k[:n][ok].unsqueeze(1)).squeeze(1)
@@ -229,18 +233,19 @@ class _Chunk:
     def step(self, rows: Tensor) -> None:
         """One predictor-corrector step of `rows` from grid node n to n + 1."""
         pred, corr = self.fm.grid.weights(self.n)
-        self.cand_ok[rows] = False
-        y0 = self.y[rows]
+        at = _rows_index(rows)
+        self.cand_ok[at] = False
+        y0 = _take(self.y, at)
         yp = y0.clone()
         for b, Dh in zip(pred, self.hist):
-            yp += b * Dh[rows]
+            yp += b * _take(Dh, at)
         D1 = self.evaluate(rows, yp, self._rho_rows(self.n + 1, yp))
         yc = y0 + corr[0] * D1
         for b, Dh in zip(corr[1:], self.hist):
-            yc += b * Dh[rows]
-        self.y[rows] = yc
+            yc += b * _take(Dh, at)
+        self.y[at] = yc
         Dn = torch.zeros_like(self.y)
-        Dn[rows] = D1
+        Dn[at] = D1
         self.hist = [Dn] + self.hist[: self.fm.cfg.order - 1]
         self.n += 1
         newly = rows[self.cand_ok[rows] & ~self.pruned[rows]]
@@ -261,6 +266,23 @@ class _Chunk:
                 return
             self.step(active)
             active = self.decide(active)
+
+
+def _rows_index(rows: Tensor) -> Tensor | slice:
+    """An index for the ascending, distinct row ids `rows`: a slice when they are one
+    contiguous range (a view, no gather: every row at the start, whole blocks later), else
+    the ids themselves. Reads and writes through either touch the same elements."""
+    n = rows.numel()
+    if n and int(rows[-1]) - int(rows[0]) == n - 1:
+        r0 = int(rows[0])
+        return slice(r0, r0 + n)
+    return rows
+
+
+def _take(t: Tensor, at: Tensor | slice) -> Tensor:
+    """t[at] along dim 0 (`_rows_index`): a view for a slice, index_select for ids (the same
+    elements; several times faster than advanced indexing on the CPU)."""
+    return t[at] if isinstance(at, slice) else t.index_select(0, at)
 
 
 def _count_above(w: Tensor, thr: float) -> Tensor:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ardistill.core.choosers import build_noise_map
+from ardistill.core.choosers import build_noise_map, choice_solver_config
 from ardistill.student.base import Student
 from ardistill.student.procedure import (
     TokenChoice,
@@ -74,14 +74,17 @@ def dd_token_choice(choice: str, codebook: Tensor, flow_steps: int | None = None
     instead of always taking the mode (and where the student's distribution equals the
     teacher's conditional, it returns exactly the token the teacher's flow map gives).
     temperature: "flow" maps over softmax(logits / temperature): 1 keeps the student's
-    distribution, below 1 sharpens it towards the argmax (-> 0: the argmax itself)."""
+    distribution, below 1 sharpens it towards the argmax (-> 0: the argmax itself).
+    flow_steps: the choice solver's main-grid steps (`core.choosers.choice_solver_config`: a
+    cheaper solver than pair generation's exact one; None: its default)."""
     if choice == "argmax":
         return argmax_choice
     if choice != "flow":
         raise ValueError(f"DD choice must be one of {', '.join(DD_CHOICES)}, got {choice!r}")
     if not temperature > 0:
         raise ValueError(f"DD temperature must be > 0, got {temperature}")
-    noise_map = build_noise_map(codebook.float(), flow_steps)
+    noise_map = build_noise_map(codebook.float(), flow_steps,
+                                config=choice_solver_config(flow_steps, codebook.shape[0]))
 
     def flow_choice(logits: Tensor, noise: Tensor) -> Tensor:
         probs = torch.softmax(logits.float() / temperature, dim=-1)

@@ -96,6 +96,7 @@ def step(
     split: int,
     codebook: Tensor,
     choose: TokenChoice = argmax_choice,
+    keep: int | None = None,
 ) -> Tensor:
     """One DD step at timestep t: (B, N, d) current sequence -> (B, N, d) new sequence.
 
@@ -103,7 +104,10 @@ def step(
     uses: the logits head runs on positions begin(t)..begin(split)-1 only (before begin(t)
     final_predict replaces the logits by the one-hot of the nearest codeword). choose: how
     those logits become tokens (default argmax, the official rule; `sampling.methods` has a
-    noise-driven one)."""
+    noise-driven one). keep: the positions the next step keeps (`begin` of its timestep;
+    None: all): `choose` runs on the logits positions before it only, the ones after (which
+    the next step replaces by their noise) take the argmax, so a costly choice (the flow map)
+    is paid once per position over a whole few-step run."""
     layout = student.layout
     lo, hi = layout.begin(t), layout.begin(split)
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -115,7 +119,12 @@ def step(
     if n_snap:
         seq[:, :n_snap] = codebook[nearest_codes(x_t[:, :n_snap], codebook)].to(seq.dtype)
     if hi > lo:
-        seq[:, lo:hi] = codebook[choose(out.logits, noise[:, lo:hi])].to(seq.dtype)
+        mid = hi if keep is None else min(hi, max(lo, keep))
+        tokens = out.logits.argmax(-1) if mid < hi else None
+        if mid > lo:
+            chosen = choose(out.logits[:, : mid - lo], noise[:, lo:mid])
+            tokens = chosen if tokens is None else torch.cat([chosen, tokens[:, mid - lo :]], 1)
+        seq[:, lo:hi] = codebook[tokens].to(seq.dtype)
     return seq
 
 
@@ -134,11 +143,15 @@ def few_step(
 
     t_list: increasing DD timesteps, starting at 0 ([0] for 1-step, [0, t2] for 2-step).
     return_all: also return the sequence after every step (a list, last = final).
-    choose: how the logits head's positions become tokens (`step`)."""
+    choose: how the logits head's positions become tokens (`step`; before the last step only
+    on the positions the next step keeps: the final sequence is the same, and a costly choice
+    runs once per position)."""
     _check_t_list(student.layout, t_list)
     x, seqs = noise, []
-    for t in t_list:
-        x = step(student, x, noise, cond, int(t), split, codebook, choose)
+    ts = [int(t) for t in t_list]
+    for i, t in enumerate(ts):
+        keep = student.layout.begin(ts[i + 1]) if i + 1 < len(ts) else None
+        x = step(student, x, noise, cond, t, split, codebook, choose, keep=keep)
         seqs.append(x)
     return seqs if return_all else x
 

@@ -11,7 +11,9 @@ One step counter runs through three stages (so checkpoints and resume cover all 
 2. [regress_steps, + guidance_warmup): it becomes the guidance network, trained by denoising
    score matching on the generator's samples (the generator is not updated yet);
 3. the next `steps`: alternating, `guidance_per_step` guidance updates then one generator
-   update along the score difference (`training.dd2_steps`).
+   update along the score difference (`training.dd2_steps`); with `pairs_weight` > 0 the
+   generator's loss also takes DD1's cross-entropy on a batch of `pairs` (an anchor against
+   mode seeking, the regression term of distribution matching distillation).
 
 The generator is a DD student read at t = 0 (noise in, logits for every position out), started
 from `init_student` (default: the preset's shipped DD1 1-step student; otherwise one built
@@ -36,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ardistill.core.choosers import RowMultinomialChooser
-from ardistill.core.pairs_dataset import PairsDataset
+from ardistill.core.pairs_dataset import PairsBatch, PairsDataset
 from ardistill.core.seeds import choice_seeds, sample_labels
 from ardistill.student.ardiffusion import ARDiffusion
 from ardistill.student.files import export_student, load_student_file
@@ -63,6 +65,7 @@ from ardistill.weights import student_file
 
 EXPORT_NAME = "student.safetensors"
 _DRAW_SALT = 0xDD2
+_PAIRS_SALT = 0xDD1
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class DD2Config:
     tokenizer_ckpt: str | None = None
     init_student: str | None = None
     pairs: str | None = None
+    pairs_weight: float = 0.0
     regress_steps: int = 200
     guidance_warmup: int = 100
     steps: int = 1000
@@ -108,6 +112,9 @@ class DD2Config:
             raise ValueError(f"need 0 < t_min < t_max < 1, got {self.t_min}, {self.t_max}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.pairs_weight < 0 or (self.pairs_weight > 0 and not self.pairs):
+            raise ValueError(f"pairs_weight must be >= 0 and needs pairs, got "
+                             f"{self.pairs_weight} with pairs={self.pairs!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
 
@@ -238,9 +245,13 @@ def setup(cfg: DD2Config, dist: TrainDist) -> DD2State:
 
 def _identity(cfg: DD2Config, teacher: Teacher) -> dict:
     keep = ("regress_steps", "guidance_warmup", "guidance_per_step", "batch_size", "lr_gen",
-            "lr_guidance", "t_min", "t_max", "seed", "init_student", "pairs")
+            "lr_guidance", "t_min", "t_max", "seed", "init_student", "pairs", "pairs_weight")
     return {"teacher_fingerprint": teacher.fingerprint(),
             **{k: getattr(cfg, k) for k in keep}}
+
+
+# identity fields added after runs were made, with the value those runs had
+_LATER_FIELDS = {"pairs_weight": 0.0}
 
 
 def _resume(r: DD2State) -> tuple[int, Path | None]:
@@ -252,7 +263,8 @@ def _resume(r: DD2State) -> tuple[int, Path | None]:
         raise ValueError(f"{r.cfg.out} has done {step} steps, more than this config's "
                          f"{r.cfg.total_steps}")
     want = _identity(r.cfg, r.teacher)
-    diff = [k for k in want if ck.get("identity", {}).get(k) != want[k]]
+    have = {**_LATER_FIELDS, **ck.get("identity", {})}  # runs from before a field existed
+    diff = [k for k in want if have.get(k) != want[k]]
     if diff:
         raise ValueError(f"{r.cfg.out} holds a DD2 run with other settings ({', '.join(diff)} "
                          "differ); use another --out or the recorded settings")
@@ -343,13 +355,12 @@ def _teacher_tokens(r: DD2State, step: int, cond: Condition) -> torch.Tensor:
         return decode(r.teacher, cond, r.teacher.default_sampling, choose).to(r.device)
 
 
-def _pairs_batch(r: DD2State, step: int) -> tuple[torch.Tensor, Condition]:
+def _pairs_batch(r: DD2State, step: int, salt: int = 0) -> PairsBatch:
+    """This rank's rows of a seeded random global batch of the pairs dataset (CPU tensors)."""
     ds, b = r.pairs, r.cfg.batch_size // r.dist.world_size
-    g = torch.Generator().manual_seed(r.cfg.seed * 1_000_003 + step)
+    g = torch.Generator().manual_seed((r.cfg.seed + salt) * 1_000_003 + step)
     idx = torch.randint(len(ds), (r.cfg.batch_size,), generator=g)
-    idx = idx[r.dist.rank * b:(r.dist.rank + 1) * b]
-    batch = ds.get(idx)
-    return batch.tokens.to(r.device), batch.cond.to(r.device)
+    return ds.get(idx[r.dist.rank * b:(r.dist.rank + 1) * b])
 
 
 def train_step(r: DD2State, step: int) -> dict:
@@ -364,7 +375,8 @@ def train_step(r: DD2State, step: int) -> dict:
     terms: dict = {"stage": stage}
     if stage == "regress":
         if r.pairs is not None:
-            tokens, cond = _pairs_batch(r, step)
+            batch = _pairs_batch(r, step)
+            tokens, cond = batch.tokens.to(r.device), batch.cond.to(r.device)
         else:
             cond = _conditions(r, step, 1)
             tokens = _teacher_tokens(r, step, cond)
@@ -391,6 +403,12 @@ def train_step(r: DD2State, step: int) -> dict:
         d = S.draws(g, per, lay.num_positions, r.teacher.codebook_dim, cfg.t_min, cfg.t_max,
                     r.device)
         loss, info = S.generator_loss(r.gen_model, r.fake, r.teacher, cond, d, r.codebook)
+        if cfg.pairs_weight > 0:
+            batch = _pairs_batch(r, step, salt=_PAIRS_SALT)
+            ce = S.pairs_regression_loss(r.gen_model, batch.noise.to(r.device),
+                                         batch.cond.to(r.device), batch.tokens.to(r.device))
+            loss = loss + cfg.pairs_weight * ce
+            terms["pairs_ce"] = float(r.dist.mean(ce.detach().reshape(1)))
         kg = k - cfg.guidance_warmup
         terms["generator"] = _apply(r, r.opt_gen, r.gen, loss, _lr(cfg.lr_gen, kg, cfg.warmup),
                                     step)

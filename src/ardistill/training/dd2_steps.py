@@ -20,6 +20,8 @@ describe distributions over codebook vectors, where the scores are exact mixture
    distillation (per sample, by the mean |x0 - D_teacher|) the time factor is absorbed:
    grad_x0 = (D_fake - D_teacher) / mean|x0 - D_teacher|, applied as
    0.5 ||x0 - stopgrad(x0 - grad_x0)||^2 (whose gradient in x0 is grad_x0).
+4. `pairs_regression_loss` (optional, with a pairs dataset): DD1's cross-entropy on the flow
+   map's pairs, added to the generator's loss with weight `pairs_weight`.
 """
 
 from __future__ import annotations
@@ -97,6 +99,18 @@ def generator_loss(gen_model, fake: ARDiffusion, teacher: Teacher, cond: Conditi
     loss = 0.5 * ((x0 - (x0.detach() - grad)) ** 2).sum(-1).mean()
     gap = float((d_fake - d_teacher).pow(2).sum(-1).mean())
     return loss, {"score_gap": gap}
+
+
+def pairs_regression_loss(gen_model, noise: Tensor, cond: Condition, tokens: Tensor) -> Tensor:
+    """DD1's regression as an optional anchor of the generator (`DD2Config.pairs_weight`, the
+    regression term of distribution matching distillation): mean cross-entropy of the
+    generator's logits at t = 0 on a pairs batch, noise (B, N, d) -> the flow map's tokens
+    (B, N). The flow map pushes the noise to the teacher's distribution, so this term pulls
+    towards a map that covers every mode, against the mode seeking of the score update."""
+    t0 = torch.zeros(noise.shape[0], dtype=torch.long, device=noise.device)
+    n = noise.shape[1]
+    logits = gen_model(noise, cond, t0, logits_range=(0, n)).logits.float()
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens)
 
 
 @torch.no_grad()
