@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     print(machine_header(dtypes.name_of(dtypes.resolve("auto"))))
     header = machine_header(dtypes.name_of(dtypes.resolve("auto")))
-    print(f"{'teacher':<15} {'method':<26} {'batch':>5} {'s/image':>9} {'min':>9} {'speedup':>8}")
+    print(f"{'teacher':<15} {'method':<26} {'kind':<8} {'batch':>5} {'s/image':>9} {'min':>9} "
+          f"{'speedup':>8}")
     rows = []
     methods = [TeacherMethod(), DDMethod(1), DDMethod(1, choice="argmax"), DDMethod(2),
                DDMethod(2, choice="argmax"), DD2Method()]
@@ -60,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = FLOW_OPTIONS.get(teacher_name, []) if args.flow_options else []
         for b in (int(x) for x in args.batches.split(",")):
             base = None
-            for method in methods + extra:
+            for i, method in enumerate(methods + extra):
+                # what `sample` gives by default, the argmax forced for comparison, an option
+                kind = ("option" if i >= len(methods) else
+                        "argmax" if getattr(method, "choice", None) == "argmax" else "default")
                 cfg = SampleConfig(Models(teacher_name), method, num=b, batch_size=b, seed=0,
                                    prompts=str(prompts) if text else None)
                 try:
@@ -72,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                                 args.repeats)
                 per = t.median / b
                 base = per if base is None else base
-                print(f"{teacher_name:<15} {sampler.label:<26} {b:>5} {per:>9.4f} "
+                print(f"{teacher_name:<15} {sampler.label:<26} {kind:<8} {b:>5} {per:>9.4f} "
                       f"{t.min / b:>9.4f} {base / per:>7.1f}x", flush=True)
-                rows.append({"teacher": teacher_name, "label": sampler.label, "batch": b,
+                rows.append({"teacher": teacher_name, "label": sampler.label, "kind": kind,
+                             "batch": b,
                              "seconds_per_image": per, "min_seconds_per_image": t.min / b,
                              "speedup": base / per, "repeats": t.repeats})
     if args.json:
