@@ -221,3 +221,34 @@ def test_pairs_anchor_pulls_the_generator_to_the_flow_maps_tokens(tmp_path, pair
     # a run of another pairs_weight does not resume into this one
     with pytest.raises(ValueError, match="pairs_weight"):
         train_dd2(dd2_recipe("dd2-debug", out=str(tmp_path / "r"), pairs_weight=1.0, **base))
+
+
+def test_a_generator_can_train_with_the_flow_choice_it_samples_with(tmp_path):
+    """`dd_choice="flow"`: the generator's samples in training are the flow choice of its own
+    input noise (the choice `sample` will use), its file records that choice, and
+    `sample --method dd2` follows it by default."""
+    from ardistill.core.choosers import dd_flow_choice
+    from ardistill.student.files import load_student_file, load_trained_student
+
+    teacher = load_tiny("tiny-llamagen")
+    with pytest.raises(ValueError, match="dd_choice"):
+        dd2_recipe("dd2-debug", teacher=SPECS["tiny-llamagen"], out="x", dd_choice="nucleus")
+    res = train_dd2(dd2_recipe("dd2-debug", teacher=SPECS["tiny-llamagen"],
+                               out=str(tmp_path / "run"), dd_choice="flow"))
+    assert load_student_file(teacher, res.export)[1]["dd_choice"] == "flow"
+    student = load_trained_student(res.export, teacher=teacher).student
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(8, teacher.layout.num_positions, teacher.codebook_dim, generator=g)
+    cond = Condition(labels=torch.arange(8) % teacher.num_classes)
+    cb = teacher.dd_codebook()
+    with torch.no_grad():
+        flow, _ = S.generate(student, noise, cond, cb, dd_flow_choice(cb))
+        arg, _ = S.generate(student, noise, cond, cb)
+    t0 = torch.zeros(8, dtype=torch.long)
+    logits = student(noise, cond, t0, logits_range=(0, noise.shape[1])).logits
+    assert torch.equal(arg, logits.argmax(-1))
+    assert torch.equal(flow, dd_flow_choice(cb)(logits, noise))
+    assert main(["sample", "--method", "dd2", "--teacher", SPECS["tiny-llamagen"], "--student",
+                 str(res.export), "--num", "2", "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "sample.json").read_text())["label"] == \
+        "DD2 1-step (flow)"

@@ -33,7 +33,13 @@ _LOSS = {"ce": float, "latent": float, "perceptual": str, "perceptual_weight": f
 # DD2 only (flag -> DD2Config field)
 _DD2 = {"regress_steps": int, "guidance_warmup": int,
         "guidance_per_step": int, "lr_gen": float, "lr_guidance": float,
-        "pairs_weight": float}
+        "pairs_weight": float, "dd_choice": str}
+_HELP = {
+    "pairs_weight": "DD2: weight of DD1's cross-entropy on --pairs in the generator's loss (an "
+                    "anchor against mode seeking; default 0: pure DD2)",
+    "dd_choice": "DD2: how the generator's logits become its samples in training: argmax "
+                 "(default) or flow (the flow choice it will sample with; recorded in the "
+                 "exported file)"}
 # flags both methods take
 _SHARED = ("steps", "batch_size", "eval_every", "eval_samples", "ckpt_every", "keep_last",
            "log_every", "ema_decay", "seed", "teacher", "tokenizer_ckpt", "grad_clip",
@@ -70,7 +76,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     for table in (_TOP, _OPTIM, _LOSS, _DD2):
         for name, typ in table.items():
-            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
+            p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                           help=_HELP.get(name))
 
 
 def _given(args: argparse.Namespace, names) -> list[str]:

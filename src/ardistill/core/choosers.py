@@ -71,6 +71,24 @@ def build_noise_map(codebook: Tensor, flow_steps: int | None, *,
     return FlowMap(codebook, config or solver_config(flow_steps))
 
 
+def dd_flow_choice(codebook: Tensor, flow_steps: int | None = None, temperature: float = 1.0
+                   ) -> Callable[[Tensor, Tensor], Tensor]:
+    """The "flow" DD token choice: (logits (B, l, V), the positions' input noise (B, l, d)) ->
+    (B, l) int64 tokens, the choice solver's flow map of each position's own noise over
+    softmax(logits / temperature). Used by sampling (`sampling.methods.dd_token_choice`) and
+    by DD2 training when its generator samples with it."""
+    if not temperature > 0:
+        raise ValueError(f"DD temperature must be > 0, got {temperature}")
+    noise_map = build_noise_map(codebook.float(), flow_steps,
+                                config=choice_solver_config(flow_steps, codebook.shape[0]))
+
+    def flow_choice(logits: Tensor, noise: Tensor) -> Tensor:
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        return noise_map(noise.to(probs.device, torch.float32), probs).long()
+
+    return flow_choice
+
+
 @dataclass
 class NoiseChooser:
     """A chooser that maps each position's distribution from its own noise.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ardistill.core.choosers import build_noise_map, choice_solver_config
+from ardistill.core.choosers import dd_flow_choice
 from ardistill.student.base import Student
 from ardistill.student.procedure import (
     TokenChoice,
@@ -81,16 +81,7 @@ def dd_token_choice(choice: str, codebook: Tensor, flow_steps: int | None = None
         return argmax_choice
     if choice != "flow":
         raise ValueError(f"DD choice must be one of {', '.join(DD_CHOICES)}, got {choice!r}")
-    if not temperature > 0:
-        raise ValueError(f"DD temperature must be > 0, got {temperature}")
-    noise_map = build_noise_map(codebook.float(), flow_steps,
-                                config=choice_solver_config(flow_steps, codebook.shape[0]))
-
-    def flow_choice(logits: Tensor, noise: Tensor) -> Tensor:
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        return noise_map(noise.to(probs.device, torch.float32), probs).long()
-
-    return flow_choice
+    return dd_flow_choice(codebook, flow_steps, temperature)
 
 
 @torch.no_grad()

@@ -56,8 +56,10 @@ def _json_default(o):
 
 def export_student(student: nn.Module, path: str | Path, teacher: Teacher, *,
                    t_list: tuple[int, ...], split: int, spec: str | None = None,
-                   train_info: dict | None = None) -> Path:
-    """Write `student`'s state dict (float32, CPU) with the metadata above; atomic."""
+                   train_info: dict | None = None, dd_choice: str | None = None) -> Path:
+    """Write `student`'s state dict (float32, CPU) with the metadata above; atomic. dd_choice:
+    the token choice the student was trained to sample with ("flow" from DD2 training with
+    the flow choice), recorded for `sample --dd-choice auto`."""
     path = Path(path)
     sd = {k: v.detach().to("cpu").contiguous() for k, v in student.state_dict().items()}
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
@@ -71,6 +73,8 @@ def export_student(student: nn.Module, path: str | Path, teacher: Teacher, *,
         "student_config": json.dumps(cfg, default=_json_default),
         "train": json.dumps(train_info or {}, default=_json_default),
     }
+    if dd_choice is not None:
+        meta["dd_choice"] = dd_choice
     return save_safetensors(sd, path, meta, mode=None)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ardistill.core.choosers import RowMultinomialChooser
+from ardistill.core.choosers import RowMultinomialChooser, dd_flow_choice
 from ardistill.core.pairs_dataset import PairsBatch, PairsDataset
 from ardistill.core.seeds import choice_seeds, sample_labels
 from ardistill.student.ardiffusion import ARDiffusion
@@ -79,6 +80,7 @@ class DD2Config:
     init_student: str | None = None
     pairs: str | None = None
     pairs_weight: float = 0.0
+    dd_choice: str = "argmax"
     regress_steps: int = 200
     guidance_warmup: int = 100
     steps: int = 1000
@@ -115,6 +117,8 @@ class DD2Config:
         if self.pairs_weight < 0 or (self.pairs_weight > 0 and not self.pairs):
             raise ValueError(f"pairs_weight must be >= 0 and needs pairs, got "
                              f"{self.pairs_weight} with pairs={self.pairs!r}")
+        if self.dd_choice not in ("argmax", "flow"):
+            raise ValueError(f"dd_choice must be argmax or flow, got {self.dd_choice!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
 
@@ -203,6 +207,7 @@ class DD2State:
     device: torch.device
     pairs: PairsDataset | None
     start: int
+    choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # cfg.dd_choice
 
 
 def _init_generator(cfg: DD2Config, teacher: Teacher, fake: ARDiffusion,
@@ -239,19 +244,22 @@ def setup(cfg: DD2Config, dist: TrainDist) -> DD2State:
         fake_model = nn.parallel.DistributedDataParallel(fake, device_ids=ids)
     opt_gen = torch.optim.AdamW(gen.parameters(), lr=cfg.lr_gen, betas=(0.0, 0.99))
     opt_fake = torch.optim.AdamW(fake.parameters(), lr=cfg.lr_guidance, betas=(0.0, 0.99))
+    codebook = teacher.dd_codebook().to(device, torch.float32)
+    choose = dd_flow_choice(codebook) if cfg.dd_choice == "flow" else None
     return DD2State(cfg, teacher, fake, gen, gen_model, fake_model, ema, opt_gen, opt_fake,
-                    teacher.dd_codebook().to(device, torch.float32), dist, device, pairs, 0)
+                    codebook, dist, device, pairs, 0, choose)
 
 
 def _identity(cfg: DD2Config, teacher: Teacher) -> dict:
     keep = ("regress_steps", "guidance_warmup", "guidance_per_step", "batch_size", "lr_gen",
-            "lr_guidance", "t_min", "t_max", "seed", "init_student", "pairs", "pairs_weight")
+            "lr_guidance", "t_min", "t_max", "seed", "init_student", "pairs", "pairs_weight",
+            "dd_choice")
     return {"teacher_fingerprint": teacher.fingerprint(),
             **{k: getattr(cfg, k) for k in keep}}
 
 
 # identity fields added after runs were made, with the value those runs had
-_LATER_FIELDS = {"pairs_weight": 0.0}
+_LATER_FIELDS = {"pairs_weight": 0.0, "dd_choice": "argmax"}
 
 
 def _resume(r: DD2State) -> tuple[int, Path | None]:
@@ -395,14 +403,15 @@ def train_step(r: DD2State, step: int) -> dict:
                     r.device)
         _fault(r, step, d)
         with torch.no_grad():
-            tokens, _ = S.generate(r.gen_model, d.noise, cond, r.codebook)
+            tokens, _ = S.generate(r.gen_model, d.noise, cond, r.codebook, r.choose)
         loss = S.guidance_loss(r.fake_model, tokens, cond, d, r.codebook)
         terms["guidance"] = _apply(r, r.opt_fake, r.fake, loss, cfg.lr_guidance, step)
     if stage == "alternate":
         cond = _conditions(r, step, 100)
         d = S.draws(g, per, lay.num_positions, r.teacher.codebook_dim, cfg.t_min, cfg.t_max,
                     r.device)
-        loss, info = S.generator_loss(r.gen_model, r.fake, r.teacher, cond, d, r.codebook)
+        loss, info = S.generator_loss(r.gen_model, r.fake, r.teacher, cond, d, r.codebook,
+                                      r.choose)
         if cfg.pairs_weight > 0:
             batch = _pairs_batch(r, step, salt=_PAIRS_SALT)
             ce = S.pairs_regression_loss(r.gen_model, batch.noise.to(r.device),
@@ -465,7 +474,7 @@ def _evaluate(r: DD2State, done: int, log: RunLogger) -> dict:
         noise = torch.randn(n, lay.num_positions, r.teacher.codebook_dim, generator=g)
         labels = torch.arange(n) % r.teacher.num_classes
         cond = Condition(labels=labels.to(r.device))
-        tokens, _ = S.generate(r.ema.module, noise.to(r.device), cond, r.codebook)
+        tokens, _ = S.generate(r.ema.module, noise.to(r.device), cond, r.codebook, r.choose)
         rec["teacher_nll_bits"] = S.teacher_nll_bits(r.teacher, tokens, cond)
         rec["distinct"] = len({tuple(t) for t in tokens.tolist()}) / n
         log.eval(done, rec)
@@ -480,6 +489,7 @@ def _export(r: DD2State, path: Path, res: DD2Result, resumed: Path | None) -> Pa
                        spec=r.cfg.teacher, train_info={"method": "dd2", "steps": res.steps,
                                                        "config": r.cfg.to_json(),
                                                        "eval": res.evals[-1] if res.evals
-                                                       else {}})
+                                                       else {}},
+                       dd_choice="flow" if r.cfg.dd_choice == "flow" else None)
     r.dist.barrier()
     return path if r.dist.is_main else None

@@ -4,8 +4,8 @@ Networks: the frozen teacher (its exact conditional denoiser, `student.ardiffusi
 guidance ("fake score") network `fake` (an `ARDiffusion`), and the one-step generator `gen` (a
 DD student at t = 0: noise (B, N, d) -> logits (B, N, V) for every position at once).
 
-Generator samples live on the codebook: the tokens are the argmax of the generator's logits,
-`x0 = codebook[tokens]`, and gradients reach the logits through the softmax-weighted codeword
+Generator samples live on the codebook: the tokens are the argmax of the generator's logits
+(or its flow choice, the token choice it will sample with), `x0 = codebook[tokens]`, and gradients reach the logits through the softmax-weighted codeword
 (a straight-through estimator). So the teacher, the guidance network and the generator all
 describe distributions over codebook vectors, where the scores are exact mixtures.
 
@@ -26,6 +26,7 @@ describe distributions over codebook vectors, where the scores are exact mixture
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,14 +55,16 @@ def draws(gen: torch.Generator, batch: int, n: int, d: int, t_min: float, t_max:
     return Draws(noise.to(device), t.to(device), eta.to(device))
 
 
-def generate(gen_model, noise: Tensor, cond: Condition, codebook: Tensor
-             ) -> tuple[Tensor, Tensor]:
+def generate(gen_model, noise: Tensor, cond: Condition, codebook: Tensor,
+             choose: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Generator samples: (tokens (B, N) int64, x0 (B, N, d) codewords whose gradient flows to
-    the logits through the softmax-weighted codeword)."""
+    the logits through the softmax-weighted codeword). choose: how the logits become tokens,
+    (logits, noise) -> tokens (default: the argmax; `core.choosers.dd_flow_choice` for a
+    generator that samples with the flow choice, `DD2Config.choice`)."""
     t0 = torch.zeros(noise.shape[0], dtype=torch.long, device=noise.device)
     n = noise.shape[1]
     logits = gen_model(noise, cond, t0, logits_range=(0, n)).logits.float()
-    tokens = logits.argmax(-1)
+    tokens = logits.argmax(-1) if choose is None else choose(logits.detach(), noise)
     soft = torch.softmax(logits, dim=-1) @ codebook
     x0 = codebook[tokens] + (soft - soft.detach())
     return tokens, x0
@@ -86,10 +89,12 @@ def guidance_loss(fake: ARDiffusion, tokens: Tensor, cond: Condition, d: Draws,
 
 
 def generator_loss(gen_model, fake: ARDiffusion, teacher: Teacher, cond: Condition, d: Draws,
-                   codebook: Tensor) -> tuple[Tensor, dict[str, float]]:
+                   codebook: Tensor, choose: Callable[[Tensor, Tensor], Tensor] | None = None
+                   ) -> tuple[Tensor, dict[str, float]]:
     """The distribution-matching loss of one generator batch, and what it measured: the mean
-    score gap in denoiser units (0 when the guidance net and the teacher agree)."""
-    tokens, x0 = generate(gen_model, d.noise, cond, codebook)
+    score gap in denoiser units (0 when the guidance net and the teacher agree). choose: as
+    `generate`."""
+    tokens, x0 = generate(gen_model, d.noise, cond, codebook, choose)
     with torch.no_grad():
         x_t = noised(x0.detach(), d.t, d.eta)
         d_teacher = teacher_denoiser(teacher, tokens, cond, x_t, d.t)
