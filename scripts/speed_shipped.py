@@ -28,9 +28,8 @@ from ardistill.utils import dtypes
 # The flow choices the README's fidelity table lists as options (slower than the teacher at
 # batch 1 or 64 on the EPYC, so not the students' recorded defaults).
 FLOW_OPTIONS = {
-    "mnist-llamagen": [DDMethod(2, choice="flow", temperature=0.35)],
     "mnist-var": [DDMethod(1, choice="flow", temperature=0.7),
-                  DDMethod(2, choice="flow", temperature=0.7), DD2Method("flow", 1.0)],
+                  DDMethod(2, choice="flow", temperature=0.7)],
 }
 
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'speedup':>8}")
     rows = []
     methods = [TeacherMethod(), DDMethod(1), DDMethod(1, choice="argmax"), DDMethod(2),
-               DDMethod(2, choice="argmax"), DD2Method()]
+               DDMethod(2, choice="argmax"), DD2Method(), DD2Method("argmax")]
     # text-conditional teachers sample the protocol's prompts (balanced over the digits)
     prompts = Path(tempfile.mkdtemp()) / "prompts.txt"
     prompts.write_text("\n".join(balanced_prompts(64, 11)[0]) + "\n")
