@@ -45,8 +45,9 @@ def flow_identity(flow_steps: int | None) -> dict:
 # token that is a deterministic function of the noise and follows the flow map, not the exact
 # ODE limit that pair generation records: 4 main-grid steps, 8 pruned entries, tail steps 0.3
 # wide and a 5-nat certificate (the chosen entry holds >= 99.3% of the posterior for the rest
-# of the flow). On the shipped students' own inputs it returns 99.65-99.8% of the exact map's
-# tokens at a quarter to a fifth of its cost (docs/flow.md, "The DD choice's solver").
+# of the flow). On the shipped students' own inputs it returns 99.2-99.8% of the exact map's
+# tokens at batch 64, 3.6-6.4x faster (scripts/flow_choice_cost.py; docs/flow.md,
+# "The DD choice's solver").
 CHOICE_NUM_STEPS = 4
 _CHOICE = dict(prune_size=8, certify_margin=5.0, tail_du=0.3)
 
