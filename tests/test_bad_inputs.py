@@ -256,6 +256,26 @@ def test_a_dead_holders_lock_is_taken_over(env, tmp_path, capsys):
     assert "no longer running" in capsys.readouterr().err
 
 
+def test_a_failed_command_leaves_no_empty_folder_it_created(env, tmp_path, capsys):
+    """A run that fails on bad input before writing anything removes the folder it made; a
+    folder that existed before, or that holds something, is kept."""
+    new = tmp_path / "new-run"
+    assert main(["train", "--method", "dd2", "--teacher", VAR, "--out", str(new),
+                 "--pairs", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err and not new.exists()
+    old = tmp_path / "old-run"
+    old.mkdir()
+    assert main(["train", "--method", "dd2", "--teacher", VAR, "--out", str(old),
+                 "--pairs", str(tmp_path / "missing")]) == 2
+    assert old.is_dir() and not any(old.iterdir())
+    kept = tmp_path / "kept"
+    with pytest.raises(RuntimeError):
+        with output_folder(kept):
+            (kept / "partial.txt").write_text("x")
+            raise RuntimeError("interrupted")
+    assert (kept / "partial.txt").read_text() == "x"
+
+
 def test_sample_replaces_an_earlier_run(env, tmp_path):
     """A second run into the same folder leaves only its own images (no stale PNGs for `eval`
     of images/ to mix in) and drops the earlier run's evaluation."""

@@ -68,4 +68,4 @@ def print_accuracy_table(steps: list[int], rows: int, seed: int, cache_dir: str 
             print(f"{name:9} {dist:7} {'ref':>5} {100.0:8.2f} {0:6d} {ref_evals:10.1f} "
                   f"{'(adaptive)':>12}", flush=True)
     base = ", ".join(f"{s} steps {a}%" for s, a in BASELINE.items())
-    print(f"baseline of the issue (DPM-Solver++(2M), log-SNR grid, float64): {base}")
+    print(f"baseline (DPM-Solver++(2M), log-SNR grid, float64): {base}")

@@ -96,8 +96,21 @@ def _alive(rec: dict) -> bool:
 def output_folder(path: str | Path, command: str | None = None, *, enabled: bool = True,
                   what: str = "output folder") -> Iterator[Path]:
     """Create `path` if needed and hold its exclusive lock for the block (enabled=False: only
-    create it; the other ranks of a torchrun job). FolderLocked when another process holds it."""
+    create it; the other ranks of a torchrun job). FolderLocked when another process holds it.
+    A folder this call created is removed again when the block fails before writing anything
+    into it (a bad flag or input leaves no empty run folder behind)."""
+    created = not Path(path).exists()
     folder = make_output_folder(path, what)
+    try:
+        yield from _locked(folder, command, enabled)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):  # not empty (or gone): keep whatever is there
+                folder.rmdir()
+        raise
+
+
+def _locked(folder: Path, command: str | None, enabled: bool) -> Iterator[Path]:
     if not enabled:
         yield folder
         return
