@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from ardistill.flow.dense import DENSE_MAX_VOCAB, DenseFlowMap
 from ardistill.flow.solver import DEFAULT_NUM_STEPS, FlowMap, FlowSolverConfig
 from ardistill.teachers.base import Chooser, TokenLayout, greedy_chooser
 
@@ -72,16 +73,27 @@ def build_noise_map(codebook: Tensor, flow_steps: int | None, *,
     return FlowMap(codebook, config or solver_config(flow_steps))
 
 
+def choice_map(codebook: Tensor, flow_steps: int | None = None) -> NoiseMap:
+    """The DD choice's flow map for a (V, d) float32 codebook: `choice_solver_config`, solved
+    over the whole codebook at every step (`flow.dense.DenseFlowMap`) when V <=
+    `DENSE_MAX_VOCAB`, with the pruned `FlowMap` above. Both return the same tokens up to
+    floating-point ties (docs/flow.md, "The dense choice solver")."""
+    cfg = choice_solver_config(flow_steps, codebook.shape[0])
+    if codebook.shape[0] <= DENSE_MAX_VOCAB:
+        return DenseFlowMap(codebook, cfg)
+    return FlowMap(codebook, cfg)
+
+
 def dd_flow_choice(codebook: Tensor, flow_steps: int | None = None, temperature: float = 1.0
                    ) -> Callable[[Tensor, Tensor], Tensor]:
     """The "flow" DD token choice: (logits (B, l, V), the positions' input noise (B, l, d)) ->
-    (B, l) int64 tokens, the choice solver's flow map of each position's own noise over
-    softmax(logits / temperature). Used by sampling (`sampling.methods.dd_token_choice`) and
-    by DD2 training when its generator samples with it."""
+    (B, l) int64 tokens, the choice solver's flow map (`choice_map`) of each position's own
+    noise over softmax(logits / temperature). Used by sampling
+    (`sampling.methods.dd_token_choice`) and by DD2 training when its generator samples with
+    it."""
     if not temperature > 0:
         raise ValueError(f"DD temperature must be > 0, got {temperature}")
-    noise_map = build_noise_map(codebook.float(), flow_steps,
-                                config=choice_solver_config(flow_steps, codebook.shape[0]))
+    noise_map = choice_map(codebook.float(), flow_steps)
 
     def flow_choice(logits: Tensor, noise: Tensor) -> Tensor:
         probs = torch.softmax(logits.float() / temperature, dim=-1)
