@@ -43,14 +43,11 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def steady_time(fn: Callable[[], object], repeats: int, device="cpu", *, min_warmup: int = 1,
-                max_warmup: int = 8, tolerance: float = 0.10) -> Timing:
-    """Warm up until two consecutive untimed calls agree within `tolerance` (at least
-    `min_warmup`, at most `max_warmup` calls), then time `repeats` calls."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    prev, warm = None, 0
-    out = None
+def _warm_up(fn: Callable[[], object], device, min_warmup: int, max_warmup: int,
+             tolerance: float) -> tuple[int, object]:
+    """Untimed calls until two consecutive ones agree within `tolerance` (at least
+    `min_warmup`, at most `max_warmup`). Returns (calls, last result)."""
+    prev, warm, out = None, 0, None
     while warm < max_warmup:
         t0 = time.perf_counter()
         out = fn()
@@ -60,6 +57,16 @@ def steady_time(fn: Callable[[], object], repeats: int, device="cpu", *, min_war
         if warm >= min_warmup and prev is not None and abs(dt - prev) <= tolerance * max(prev, dt):
             break
         prev = dt
+    return warm, out
+
+
+def steady_time(fn: Callable[[], object], repeats: int, device="cpu", *, min_warmup: int = 1,
+                max_warmup: int = 8, tolerance: float = 0.10) -> Timing:
+    """Warm up until two consecutive untimed calls agree within `tolerance` (at least
+    `min_warmup`, at most `max_warmup` calls), then time `repeats` calls."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    warm, out = _warm_up(fn, device, min_warmup, max_warmup, tolerance)
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -67,6 +74,29 @@ def steady_time(fn: Callable[[], object], repeats: int, device="cpu", *, min_war
         _sync(device)
         runs.append(time.perf_counter() - t0)
     return Timing(statistics.median(runs), min(runs), repeats, warm, tuple(runs), out)
+
+
+def interleaved_times(fns: list[Callable[[], object]], repeats: int, device="cpu", *,
+                      min_warmup: int = 1, max_warmup: int = 8,
+                      tolerance: float = 0.10) -> list[Timing]:
+    """Side-by-side timings: every fn warmed up as in `steady_time`, then `repeats` rounds
+    that call each fn once, the order rotated by one every round. A slow phase of a shared
+    machine then lands on every fn alike instead of on whichever ran during it, so the
+    ratios of the medians are steadier than those of timings taken one after another."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    warm = [_warm_up(fn, device, min_warmup, max_warmup, tolerance)[0] for fn in fns]
+    runs: list[list[float]] = [[] for _ in fns]
+    outs: list[object] = [None] * len(fns)
+    for r in range(repeats):
+        for j in range(len(fns)):
+            i = (j + r) % len(fns)
+            t0 = time.perf_counter()
+            outs[i] = fns[i]()
+            _sync(device)
+            runs[i].append(time.perf_counter() - t0)
+    return [Timing(statistics.median(x), min(x), repeats, w, tuple(x), o)
+            for x, w, o in zip(runs, warm, outs)]
 
 
 def cpu_model() -> str:
