@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 import ardistill.flow.kernels as K
+from ardistill.flow import native
 from ardistill.flow.posterior import check_codebook, check_flow_inputs, log_probs
 from ardistill.flow.steps import Grid, TimeVariable
 
@@ -107,7 +108,9 @@ class _Chunk:
         B, d = noise.shape
         dev, M, f64 = noise.device, fm.M, torch.float64
         self.probs = probs
-        self.logp = log_probs(probs.to(cfg.dtype))  # (B, V) compute dtype
+        # (B, V) compute dtype
+        self.logp = (native.log(probs.to(cfg.dtype), out=fm.workspace(probs.shape))
+                     if fm.packed is not None else log_probs(probs.to(cfg.dtype)))
         self.y = noise.to(f64).clone()
         self.n = 0  # grid steps taken; every undecided row is at grid node n
         self.hist: list[Tensor] = []  # D at the last `order` nodes, newest first, (B, d)
@@ -171,6 +174,8 @@ class _Chunk:
 
     def _evaluate_full(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
         fm = self.fm
+        if fm.packed is not None:
+            return self._evaluate_full_native(rows, y, rho)
         out = torch.empty_like(y)
         pos = torch.arange(rows.numel(), device=rows.device)
         check = rho * fm.tv.scale >= fm.cfg.prune_from
@@ -189,6 +194,33 @@ class _Chunk:
                     self.cand_ok[r] = True
         self.full_evals[_rows_index(rows)] += 1
         return out
+
+    def _evaluate_full_native(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
+        """`_evaluate_full` through the compiled kernel (`flow.native`): every row in one call
+        (the kernel is row-invariant for any number of rows); the count above the pruning
+        threshold only for the rows whose largest weight passes the filter, the weights only
+        for the rows that prune (groups of at most `fm.R * 8` rows)."""
+        fm = self.fm
+        yaug = native.augment(y, rho)
+        D, mz, lb = native.posterior_sums(yaug, self.logp, rows, fm.packed, fm.prune_threshold)
+        # the largest weight is 1 / Z: the same filter as the PyTorch path's amax; and rows
+        # with more than M weights certainly above the threshold cannot prune
+        peaked = ((rho * fm.tv.scale >= fm.cfg.prune_from)
+                  & (mz[:, 1].reciprocal() >= 0.5 / fm.M) & (lb <= fm.M)).nonzero().squeeze(1)
+        if peaked.numel():
+            cnt = native.posterior_count(yaug.index_select(0, peaked), self.logp, rows[peaked],
+                                         fm.packed, mz.index_select(0, peaked),
+                                         fm.prune_threshold)
+            ok = peaked[cnt <= fm.M]
+            for s in range(0, ok.numel(), fm.R * 8):  # their weights, for the top-M entries
+                ids = ok[s : s + fm.R * 8]
+                w, _ = native.posterior_weights(yaug.index_select(0, ids), self.logp, rows[ids],
+                                                fm.packed, mz.index_select(0, ids),
+                                                fm.prune_threshold)
+                self.cand[rows[ids]] = w.topk(fm.M, dim=-1).indices
+                self.cand_ok[rows[ids]] = True
+        self.full_evals[_rows_index(rows)] += 1
+        return D
 
     def _evaluate_pruned(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
         out = torch.empty_like(y)
@@ -333,9 +365,13 @@ class FlowMap:
     `FlowMap(codebook, config)(noise, probs)` equals `map_noise_to_tokens` with that config;
     pair generation builds one and calls it at every AR step.
     codebook: (V, d) float, as DD sees it (LlamaGen rows L2-normalised, VAR raw).
+    use_native: the full-codebook evaluations through the compiled kernel (`flow.native`):
+    None where it applies (float32 on the CPU, V a multiple of 8, a kernel built here), False
+    never, True always (ValueError where it does not apply).
     """
 
-    def __init__(self, codebook: Tensor, config: FlowSolverConfig | None = None):
+    def __init__(self, codebook: Tensor, config: FlowSolverConfig | None = None, *,
+                 use_native: bool | None = None):
         check_codebook(codebook)
         self.cfg = cfg = config or FlowSolverConfig()
         self.codebook = codebook
@@ -345,6 +381,12 @@ class FlowMap:
         self.CaugT = Caug.T.to(cfg.dtype).contiguous()  # (d + 1, V)
         self.M = min(cfg.prune_size, V)
         self.R = cfg.block_rows or auto_block_rows(V, cfg.max_rows)
+        # the compiled full-codebook kernel's codebook (`flow.native`), None: the PyTorch path
+        self.packed = native.pack_codebook(self.CaugT) if use_native is not False else None
+        self._work: Tensor | None = None
+        if use_native and self.packed is None:
+            raise ValueError("the compiled posterior kernel does not apply here "
+                             f"({native.why_not(self.CaugT)})")
         self.prune_threshold = cfg.prune_mass / V
         scale = float(self.C64.pow(2).sum(-1).mean().sqrt())
         if scale == 0:
@@ -352,6 +394,15 @@ class FlowMap:
         self.tv = TimeVariable(cfg.knee, scale)
         self.grid = Grid(self.tv, cfg.num_steps, self.tv.u_at(cfg.rho_split), cfg.tail_du,
                          cfg.order)
+
+    def workspace(self, shape: torch.Size) -> Tensor:
+        """A float32 CPU tensor of `shape` in memory this map keeps between calls (the chunk's
+        log probabilities: a fresh one paid its page faults at every call). One chunk at a
+        time: a FlowMap is not for concurrent use from several threads."""
+        n = shape.numel()
+        if self._work is None or self._work.numel() < n:
+            self._work = torch.empty(n, dtype=torch.float32)
+        return self._work[:n].view(shape)
 
     def pruned_blocks(self, rows: Tensor) -> list[tuple[Tensor, int]]:
         """Blocks for the pruned kernels: unpadded on the CPU (row-invariant there for any

@@ -1,0 +1,210 @@
+"""The full-codebook posterior as a compiled CPU kernel (`posterior_kernel.c`), with the PyTorch
+path as the fallback.
+
+`kernels.full_posterior` (an addmm, a softmax and a GEMM over each `(R, V)` block) plus the
+pruning count make about 60% of the exact flow map's time on LlamaGen-like problems, and each
+of those passes streams the block through memory. The C kernel walks the codebook in tiles
+with an online softmax and produces the same four results (D, w, the largest weight, the count
+above the pruning threshold) in one pass (docs/flow.md, "The compiled posterior kernel").
+
+It is built on first use with the machine's C compiler (`$CC`, else `cc`; `-O3 -march=native`)
+into `$ARDISTILL_CACHE/native` (default `~/.cache/ardistill/native`), one file per source,
+flags and CPU (so a home directory shared between machines never runs another CPU's build),
+written atomically. When there is no compiler, the build fails, the tensors are not float32 on
+the CPU, or `ARDISTILL_NATIVE=0`, `available()` is False and the solver keeps the PyTorch path
+(the reason is logged once). Both paths give a row the same floats whatever the rows around it;
+they differ from each other by float32 rounding (tokens: the same up to near-ties; tested).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("posterior_kernel.c")
+# No -ffast-math / -fassociative-math: the kernel's vector code fixes its own summation
+# order, and a compiler free to reassociate may order one row's sums differently in the
+# single-row and the two-row paths (measured: a row's D then depended on its neighbours).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math",
+         "-fPIC", "-shared")
+_state: dict = {}
+
+
+def _cpu_key() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return "\n".join([platform.machine(), platform.processor(), *lines])
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ARDISTILL_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "ardistill") / "native"
+
+
+def _build() -> ctypes.CDLL:
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler ({cc!r} not on PATH)")
+    src = SOURCE.read_bytes()
+    key = hashlib.sha256(src + " ".join((cc, *FLAGS)).encode() + _cpu_key().encode())
+    out = cache_dir() / f"posterior_{key.hexdigest()[:16]}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            part = Path(tmp) / out.name
+            res = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(part), "-lm"],
+                                 capture_output=True, text=True, timeout=120)
+            if res.returncode != 0:
+                raise RuntimeError(f"{cc} failed: {res.stderr.strip()[:400]}")
+            os.replace(part, out)
+    lib = ctypes.CDLL(str(out))
+    p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+    lib.ard_posterior_sums.restype = i32
+    lib.ard_posterior_sums.argtypes = [i32, i32, i32, p, p, i64, p, p, f32, p, p, p]
+    lib.ard_posterior_count.restype = i32
+    lib.ard_posterior_count.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, p]
+    lib.ard_posterior_weights.restype = i32
+    lib.ard_posterior_weights.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, p, p]
+    lib.ard_log.restype = None
+    lib.ard_log.argtypes = [i64, p, p]
+    return lib
+
+
+def available() -> bool:
+    """Whether the compiled kernel can run here (built or loaded on the first call; False
+    with `ARDISTILL_NATIVE=0`)."""
+    if os.environ.get("ARDISTILL_NATIVE", "1") == "0":
+        return False
+    if "lib" not in _state:
+        try:
+            _state["lib"] = _build()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            _state["lib"] = None
+            _state["why"] = str(e)
+            _logger.info("flow map: compiled posterior kernel unavailable (%s); using PyTorch", e)
+    return _state["lib"] is not None
+
+
+def reset() -> None:
+    """Forget the loaded kernel (the next `available()` builds or loads it again)."""
+    _state.clear()
+
+
+def pack_codebook(CaugT: Tensor) -> Tensor | None:
+    """[C, |c|^2]^T (k1, V) float32 -> the kernel's layout (V / 8, k1, 8) contiguous, or None
+    where the kernel does not apply (not float32 on the CPU, V not a multiple of 8, more than
+    64 dimensions, or no kernel here)."""
+    k1, V = CaugT.shape
+    if (CaugT.device.type != "cpu" or CaugT.dtype != torch.float32 or V % 8 or k1 > 65
+            or not available()):
+        return None
+    return CaugT.reshape(k1, V // 8, 8).permute(1, 0, 2).contiguous()
+
+
+def why_not(CaugT: Tensor) -> str:
+    """Why `pack_codebook` returns None for this codebook ("" when it does not)."""
+    k1, V = CaugT.shape
+    if CaugT.device.type != "cpu" or CaugT.dtype != torch.float32:
+        return f"needs float32 on the CPU, got {CaugT.dtype} on {CaugT.device}"
+    if V % 8 or k1 > 65:
+        return f"needs V a multiple of 8 and d <= 64, got V {V}, d {k1 - 1}"
+    if not available():
+        return _state.get("why", "disabled by ARDISTILL_NATIVE=0")
+    return ""
+
+
+def augment(y: Tensor, rho: Tensor) -> Tensor:
+    """[rho y, -rho^2 / 2] (n, d + 1) float32 contiguous, as `kernels.full_posterior` builds it."""
+    r = rho.unsqueeze(1)
+    return torch.cat([r * y, -0.5 * r * r], dim=1).to(torch.float32).contiguous()
+
+
+def _check(status: int) -> None:
+    if status == -2:
+        raise MemoryError("posterior kernel: out of memory")
+    if status != 0:
+        raise ValueError(f"posterior kernel: unsupported sizes (status {status})")
+
+
+def posterior_sums(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, thr: float
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Pass 1 for rows `rows` (n,) int64 of logp (B, V) float32 (rows contiguous) at yaug
+    (n, k1) (`augment`): the denoiser D (n, k1 - 1) float64; mz (n, 2) float32, each row's
+    logit maximum m and Z = sum_j e^(E_j - m) (its largest weight is 1 / Z); and lb (n,)
+    float32, a lower bound on its count of weights above thr (0 < thr < 1)."""
+    n, k1 = yaug.shape
+    V = logp.shape[1]
+    rows = rows.contiguous()
+    D = torch.empty(n, k1 - 1, dtype=torch.float64)
+    mz = torch.empty(n, 2, dtype=torch.float32)
+    lb = torch.empty(n, dtype=torch.float32)
+    if n:
+        _check(_state["lib"].ard_posterior_sums(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
+                                                logp.stride(0), rows.data_ptr(),
+                                                packed.data_ptr(), float(thr), D.data_ptr(),
+                                                mz.data_ptr(), lb.data_ptr()))
+    return D, mz, lb
+
+
+def posterior_count(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz: Tensor,
+                    thr: float) -> Tensor:
+    """Pass 2a for the rows that may prune: the count (n,) float32 of entries with weight > thr,
+    from their logits (w_j > thr <=> E_j > m + log(thr Z)); nothing else written."""
+    n, k1 = yaug.shape
+    V = logp.shape[1]
+    rows, mz = rows.contiguous(), mz.contiguous()
+    cnt = torch.empty(n, dtype=torch.float32)
+    if n:
+        _check(_state["lib"].ard_posterior_count(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
+                                                 logp.stride(0), rows.data_ptr(),
+                                                 packed.data_ptr(), mz.data_ptr(), float(thr),
+                                                 cnt.data_ptr()))
+    return cnt
+
+
+def log(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """log of a float32 CPU tensor >= 0 (zero and subnormal entries: -inf, as the solver's
+    flush-to-zero mode reads them). `torch.log` takes a slow path for zeros on some CPUs
+    (14 ns per zero entry on the EPYC, half the entries of a top-k row); this one does not.
+    out: a contiguous float32 tensor of x's size to write into (reused memory: the page faults
+    of a fresh 16 MB tensor cost as much as the logs)."""
+    x = x.contiguous()
+    if out is None:
+        out = torch.empty_like(x)
+    elif out.shape != x.shape or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError("out must be a contiguous float32 tensor of the input's shape")
+    if x.numel():
+        _state["lib"].ard_log(x.numel(), x.data_ptr(), out.data_ptr())
+    return out
+
+
+def posterior_weights(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz: Tensor,
+                      thr: float) -> tuple[Tensor, Tensor]:
+    """Pass 2 for rows whose weights are needed: w (n, V) float32 = softmax of their logits
+    (with pass 1's m and Z) and the count of entries with w > thr (n,) float32."""
+    n, k1 = yaug.shape
+    V = logp.shape[1]
+    rows, mz = rows.contiguous(), mz.contiguous()
+    w = torch.empty(n, V, dtype=torch.float32)
+    cnt = torch.empty(n, dtype=torch.float32)
+    if n:
+        _check(_state["lib"].ard_posterior_weights(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
+                                                   logp.stride(0), rows.data_ptr(),
+                                                   packed.data_ptr(), mz.data_ptr(),
+                                                   float(thr), w.data_ptr(), cnt.data_ptr()))
+    return w, cnt

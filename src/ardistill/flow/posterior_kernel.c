@@ -1,0 +1,344 @@
+/* The flow solver's full-codebook posterior in one pass over the codebook (ardistill.flow.native).
+
+   For each row r of a block, with E_j = logp[rows[r], j] + <yaug[r], CaugT[:, j]> (yaug =
+   [rho y, -rho^2 / 2], CaugT = [C, |c|^2]^T) and w = softmax(E):
+     D[r, :] = sum_j w_j C_j (float64 out, float32 sums);  wmax[r] = max_j w_j;
+     for the rows that may prune, w[r, :] and cnt[r] = #{j : w_j > thr}.
+   The PyTorch path computes these with an addmm, a softmax, a GEMM and a count, each a pass
+   over the (R, V) block through memory. Here the codebook is walked in tiles of TILE entries,
+   each tile used by every row of the block while it sits in L1, with an online softmax (a
+   running maximum per row, its sums rescaled when the maximum grows); the weights are written
+   only for the rows the solver's pruning reads, in a second pass over just those rows.
+
+   Rows never interact and every row runs the same instruction sequence whatever the block: a
+   row's floats do not depend on the rows around it. Entries more than 87.3 nats below the
+   row's running maximum (and every zero-probability entry, E = -inf) get weight 0 exactly.
+
+   Built by ardistill.flow.native with the machine's compiler (-O3 -march=native, reassociation
+   allowed, no finite-math assumption: -inf is data here). exp is a polynomial, so it
+   vectorises without libmvec and without its slow path for -inf arguments. */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef TILE
+#define TILE 512
+#endif
+#define MAX_D 64
+
+/* 8 floats: the compiler lowers these to AVX2 registers (or pairs of SSE ones). */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+static inline v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
+static inline v8f select8(v8i mask, v8f a, v8f b) {  /* mask ? a : b, lane by lane */
+#if defined(__AVX__)
+    return __builtin_ia32_blendvps256(b, a, (v8f)mask);  /* one instruction */
+#else
+    v8i r = (mask & (v8i)a) | (~mask & (v8i)b);
+    return (v8f)r;
+#endif
+}
+static inline float hsum8i(v8i v) {  /* lanes hold minus counts (masks are -1) */
+    return -(float)(((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])));
+}
+static inline float hsum8(v8f v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+static inline float hmax8(v8f v) {
+    float m = v[0];
+    for (int l = 1; l < 8; l++) m = v[l] > m ? v[l] : m;
+    return m;
+}
+
+/* e^x for x <= 0: 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p of degree 6 (relative error
+   below 2e-7); 0 for x < -87.3 (and for -inf). */
+static inline v8f exp_nonpos8(v8f x) {
+    const v8i low = x < splat(-87.3f);
+    const v8f xc = select8(low, splat(-87.3f), x);
+    const v8i ni = -__builtin_convertvector(splat(0.5f) - xc * splat(1.44269504088896341f), v8i);
+    const v8f n = __builtin_convertvector(ni, v8f);
+    v8f r = xc - n * splat(0.693145751953125f);
+    r = r - n * splat(1.428606765330187045e-06f);
+    v8f p = splat(1.3888889e-3f);
+    p = p * r + splat(8.3333338e-3f);
+    p = p * r + splat(4.1666668e-2f);
+    p = p * r + splat(1.6666667e-1f);
+    p = p * r + splat(0.5f);
+    p = p * r + splat(1.0f);
+    p = p * r + splat(1.0f);
+    const v8f scale = (v8f)((ni + 127) << 23);
+    return select8(low, splat(0.0f), p * scale);
+}
+
+static inline float exp_nonpos(float x) {
+    return exp_nonpos8(splat(x))[0];
+}
+
+/* The logits of one tile of one row into buf (n entries, a multiple of 8); returns their max.
+   Two partial sums: one chain of k1 dependent FMAs was latency-bound. */
+static inline __attribute__((always_inline)) float tile_logits(
+        const int k1, int n, const float *restrict lp, const float *restrict pt,
+        const v8f *restrict ykp, float *restrict buf) {
+    /* the row's coefficients in registers (no reload after each store to buf) */
+    v8f yk[MAX_D + 1];
+    for (int k = 0; k < k1; k++) yk[k] = ykp[k];
+    v8f vmax = splat(-INFINITY);
+    for (int j = 0; j < n; j += 8) {
+        const float *pj = pt + (int64_t)j * k1;
+        v8f a0 = load8(lp + j), a1 = splat(0.0f);
+        int k = 0;
+        for (; k + 2 <= k1; k += 2) {
+            a0 += yk[k] * load8(pj + 8 * k);
+            a1 += yk[k + 1] * load8(pj + 8 * (k + 1));
+        }
+        if (k < k1) a0 += yk[k] * load8(pj + 8 * k);
+        const v8f s = a0 + a1;
+        store8(buf + j, s);
+        vmax = select8(s > vmax, s, vmax);
+    }
+    return hmax8(vmax);
+}
+
+/* One row, one tile after its logits (buf, maximum tm): the running maximum and its
+   rescaling, the weights' sum, the denoiser's sums ar, and the tile's (m_t, count) in tc. */
+static inline __attribute__((always_inline)) void tile_update(
+        const int k1, int n, int nd, const float *restrict pt, float gap, float *restrict buf,
+        float tm, v8f *restrict ar, float *restrict mz, float *restrict tc) {
+    const int d = k1 - 1;
+    (void)nd;
+    float *m = mz, *Z = mz + 1;
+    if (tm > *m) {  /* the running maximum grows: rescale what was summed so far */
+        const v8f s = splat(*m == -INFINITY ? 0.0f : exp_nonpos(*m - tm));
+        *Z *= s[0];
+        for (int k = 0; k < d; k++) ar[k] *= s;
+        *m = tm;
+    }
+    tc[0] = *m;
+    tc[1] = 0.0f;
+    if (*m == -INFINITY) return;  /* nothing with probability > 0 so far */
+    v8f z = splat(0.0f);
+    v8i c = {0};
+    const v8f vm = splat(*m), vgap = splat(-gap);
+    if (d <= 8) {  /* weights and the denoiser's sums in one loop, the sums in registers */
+        v8f a[8] = {0};
+        for (int j = 0; j < n; j += 8) {
+            const v8f x = load8(buf + j) - vm;
+            const v8f e = exp_nonpos8(x);
+            z += e;
+            c += x > vgap;  /* -1 per entry above */
+            const float *pj = pt + (int64_t)j * k1;
+            for (int i = 0; i < d; i++) a[i] += e * load8(pj + 8 * i);
+        }
+        for (int i = 0; i < d; i++) ar[i] += a[i];
+    } else {
+        for (int j = 0; j < n; j += 8) {
+            const v8f x = load8(buf + j) - vm;
+            const v8f e = exp_nonpos8(x);
+            store8(buf + j, e);
+            z += e;
+            c += x > vgap;  /* -1 per entry above */
+        }
+        /* the denoiser's sums, 8 dimensions at a time (their sums stay in registers) */
+        for (int k0 = 0; k0 < d; k0 += 8) {
+            const int nk = d - k0 < 8 ? d - k0 : 8;
+            v8f a[8] = {0};
+            for (int j = 0; j < n; j += 8) {
+                const v8f e = load8(buf + j);
+                const float *pj = pt + (int64_t)j * k1 + 8 * k0;
+                for (int i = 0; i < nk; i++) a[i] += e * load8(pj + 8 * i);
+            }
+            for (int i = 0; i < nk; i++) ar[k0 + i] += a[i];
+        }
+    }
+    *Z += hsum8(z);
+    tc[1] = hsum8i(c);
+}
+
+/* Pass 1 over a block: tiles outer, rows inner, so that a tile of the packed codebook (TILE x
+   k1 floats) stays in L1 while every row of the block uses it; per row a running maximum, the
+   sum of weights and the denoiser's sums, rescaled whenever the maximum grows.
+   Also a lower bound on each row's count of weights above thr (so that the solver skips the
+   exact count, pass 2a, for rows that cannot prune): per tile, the entries with E_j > m_t -
+   gap (m_t the running maximum after the tile, gap = -log(thr) - 4); at the end a tile's
+   entries certainly have w_j > thr when m_t - gap >= m + log(thr Z). */
+static inline __attribute__((always_inline)) int sums_block(
+        int R, int V, const int k1, const float *yaug, const float *logp, int64_t ldl,
+        const int64_t *rows, const float *P, float thr, double *D, float *mz, float *lb) {
+    const int d = k1 - 1;
+    const int ntiles = (V + TILE - 1) / TILE;
+    const int nd = (d + 7) / 8 * 8;
+    const float gap = -logf(thr) - 4.0f;
+    /* v8f needs 32-byte alignment (malloc gives 16) */
+    v8f *acc = aligned_alloc(32, sizeof(v8f) * (size_t)R * (size_t)(nd ? nd : 8));
+    v8f *yk = aligned_alloc(32, sizeof(v8f) * (size_t)R * (size_t)k1);
+    float *tm_c = malloc(sizeof(float) * 2 * (size_t)R * (size_t)ntiles);  /* m_t, count_t */
+    if (!acc || !yk || !tm_c) { free(acc); free(yk); free(tm_c); return -2; }
+    float buf[TILE];
+    for (int r = 0; r < R; r++) {
+        mz[2 * r] = -INFINITY;
+        mz[2 * r + 1] = 0.0f;
+        for (int k = 0; k < nd; k++) acc[(int64_t)r * nd + k] = splat(0.0f);
+        for (int k = 0; k < k1; k++) yk[(int64_t)r * k1 + k] = splat(yaug[(int64_t)r * k1 + k]);
+    }
+    for (int t = 0; t < ntiles; t++) {
+        const int j0 = t * TILE, n = V - j0 < TILE ? V - j0 : TILE;
+        const float *pt = P + (int64_t)j0 * k1;
+        for (int r = 0; r < R; r++) {
+            const float tm = tile_logits(k1, n, logp + rows[r] * ldl + j0, pt,
+                                         yk + (int64_t)r * k1, buf);
+            tile_update(k1, n, nd, pt, gap, buf, tm, acc + (int64_t)r * nd, mz + 2 * r,
+                        tm_c + 2 * ((int64_t)r * ntiles + t));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        const float m = mz[2 * r], Z = mz[2 * r + 1];
+        const double inv = 1.0 / (double)Z;
+        for (int k = 0; k < d; k++)
+            D[(int64_t)r * d + k] = (double)hsum8(acc[(int64_t)r * nd + k]) * inv;
+        const float need = m + logf(thr * Z) + gap;  /* m_t >= need: the tile's count holds */
+        float low = 0.0f;
+        for (int t = 0; t < ntiles; t++) {
+            const float *tc = tm_c + 2 * ((int64_t)r * ntiles + t);
+            if (tc[0] >= need) low += tc[1];
+        }
+        lb[r] = low;
+    }
+    free(acc);
+    free(yk);
+    free(tm_c);
+    return 0;
+}
+
+/* Pass 2, for the rows the solver's pruning reads: their normalised weights w = e^(E - m) / Z
+   and the count of those above thr. */
+static inline __attribute__((always_inline)) void weights_block(
+        int R, int V, const int k1, const float *yaug, const float *logp, int64_t ldl,
+        const int64_t *rows, const float *P, const float *mz, float thr, float *w, float *cnt) {
+    const int ntiles = (V + TILE - 1) / TILE;
+    v8f yk[MAX_D + 1];
+    for (int r = 0; r < R; r++) {
+        for (int k = 0; k < k1; k++) yk[k] = splat(yaug[(int64_t)r * k1 + k]);
+        float *wr = w + (int64_t)r * V;
+        const v8f vm = splat(mz[2 * r]), vinv = splat(1.0f / mz[2 * r + 1]), vthr = splat(thr);
+        v8f c = splat(0.0f);
+        for (int t = 0; t < ntiles; t++) {
+            const int j0 = t * TILE, n = V - j0 < TILE ? V - j0 : TILE;
+            tile_logits(k1, n, logp + rows[r] * ldl + j0, P + (int64_t)j0 * k1, yk, wr + j0);
+            for (int j = 0; j < n; j += 8) {
+                const v8f v = exp_nonpos8(load8(wr + j0 + j) - vm) * vinv;
+                store8(wr + j0 + j, v);
+                c += select8(v > vthr, splat(1.0f), splat(0.0f));
+            }
+        }
+        cnt[r] = hsum8(c);
+    }
+}
+
+/* Pass 2a, for the rows that may prune: the count of weights above thr, from the logits alone
+   (w_j > thr  <=>  E_j > m + log(thr Z)): no exponentials, nothing written but the count. */
+static inline __attribute__((always_inline)) void count_block(
+        int R, int V, const int k1, const float *yaug, const float *logp, int64_t ldl,
+        const int64_t *rows, const float *P, const float *mz, float thr, float *cnt) {
+    const int ntiles = (V + TILE - 1) / TILE;
+    v8f yk[MAX_D + 1];
+    float buf[TILE];
+    for (int r = 0; r < R; r++) {
+        for (int k = 0; k < k1; k++) yk[k] = splat(yaug[(int64_t)r * k1 + k]);
+        const v8f cut = splat(mz[2 * r] + logf(thr * mz[2 * r + 1]));
+        v8i c = {0};
+        for (int t = 0; t < ntiles; t++) {
+            const int j0 = t * TILE, n = V - j0 < TILE ? V - j0 : TILE;
+            tile_logits(k1, n, logp + rows[r] * ldl + j0, P + (int64_t)j0 * k1, yk, buf);
+            for (int j = 0; j < n; j += 8) c += load8(buf + j) > cut;
+        }
+        cnt[r] = hsum8i(c);
+    }
+}
+
+/* log x for x >= 0 (float32): -inf for 0 and for subnormals (what the solver's
+   flush-to-zero mode makes of them), Cephes' logf polynomial otherwise (about 1 ulp). */
+static inline v8f log8(v8f x) {
+    const v8i bits = (v8i)x;
+    const v8i tiny = bits < (v8i){0x00800000, 0x00800000, 0x00800000, 0x00800000,
+                                  0x00800000, 0x00800000, 0x00800000, 0x00800000};
+    v8i e = (bits >> 23) - 126;
+    v8f m = (v8f)((bits & 0x007fffff) | 0x3f000000);  /* mantissa in [0.5, 1) */
+    const v8i small = m < splat(0.70710678118654752f);
+    m = select8(small, m + m, m);
+    e = e + small;  /* small is -1 where true */
+    const v8f f = m - splat(1.0f), z = f * f, ef = __builtin_convertvector(e, v8f);
+    v8f p = splat(7.0376836292e-2f);
+    p = p * f + splat(-1.1514610310e-1f);
+    p = p * f + splat(1.1676998740e-1f);
+    p = p * f + splat(-1.2420140846e-1f);
+    p = p * f + splat(1.4249322787e-1f);
+    p = p * f + splat(-1.6668057665e-1f);
+    p = p * f + splat(2.0000714765e-1f);
+    p = p * f + splat(-2.4999993993e-1f);
+    p = p * f + splat(3.3333331174e-1f);
+    v8f y = p * f * z + ef * splat(-2.12194440e-4f) - splat(0.5f) * z;
+    y = f + y + ef * splat(0.693359375f);
+    return select8(tiny, splat(-INFINITY), y);
+}
+
+/* out[i] = log x[i] for n floats >= 0 (see log8). */
+void ard_log(int64_t n, const float *x, float *out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) store8(out + i, log8(load8(x + i)));
+    if (i < n) {
+        float tmp[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+        memcpy(tmp, x + i, sizeof(float) * (size_t)(n - i));
+        const v8f v = log8(load8(tmp));
+        memcpy(out + i, &v, sizeof(float) * (size_t)(n - i));
+    }
+}
+
+/* The two entry points. yaug (R, k1) float32 = [rho y, -rho^2 / 2] per row; logp: log
+   probabilities, row rows[r] at logp + rows[r] * ldl, V entries; P: the codebook [C, |c|^2]
+   packed by chunks of 8 entries, P[c][k][l] = CaugT[k][8 c + l] ((V / 8, k1, 8) contiguous:
+   each chunk's k1 vectors adjacent, one sequential stream; rows of CaugT V floats apart alias
+   in the L1 cache, 10x slower at V = 4096); mz (R, 2): each row's logit maximum m and sum of
+   e^(E - m) Z (out of the first, into the second).
+   ard_posterior_sums -> D (R, k1 - 1) float64, mz (the largest weight is 1 / Z) and lb (R,),
+   a lower bound on the count of weights > thr (0 < thr < 1);
+   ard_posterior_count -> cnt (R,) = #{j : w_j > thr};
+   ard_posterior_weights -> w (R, V) (and the count).
+   Return 0; -1 for unsupported sizes (V not a multiple of 8, k1 > MAX_D + 1); -2 out of
+   memory. The codebook dimensions of the presets run as compile-time constants (unrolled). */
+#define DISPATCH(CALL_K1) \
+    switch (k1) { case 5: CALL_K1(5); case 9: CALL_K1(9); case 17: CALL_K1(17); \
+                  case 33: CALL_K1(33); default: CALL_K1(k1); }
+
+int ard_posterior_sums(int R, int V, int k1, const float *yaug, const float *logp, int64_t ldl,
+                       const int64_t *rows, const float *P, float thr, double *D, float *mz,
+                       float *lb) {
+    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8 || !(thr > 0.0f && thr < 1.0f)) return -1;
+#define SUMS(K) return sums_block(R, V, K, yaug, logp, ldl, rows, P, thr, D, mz, lb)
+    DISPATCH(SUMS)
+#undef SUMS
+}
+
+int ard_posterior_count(int R, int V, int k1, const float *yaug, const float *logp,
+                        int64_t ldl, const int64_t *rows, const float *P, const float *mz,
+                        float thr, float *cnt) {
+    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8) return -1;
+#define COUNT(K) do { count_block(R, V, K, yaug, logp, ldl, rows, P, mz, thr, cnt); \
+                      return 0; } while (0)
+    DISPATCH(COUNT)
+#undef COUNT
+}
+
+int ard_posterior_weights(int R, int V, int k1, const float *yaug, const float *logp,
+                          int64_t ldl, const int64_t *rows, const float *P, const float *mz,
+                          float thr, float *w, float *cnt) {
+    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8) return -1;
+#define WEIGHTS(K) do { weights_block(R, V, K, yaug, logp, ldl, rows, P, mz, thr, w, cnt); \
+                        return 0; } while (0)
+    DISPATCH(WEIGHTS)
+#undef WEIGHTS
+}

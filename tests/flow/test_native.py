@@ -1,0 +1,130 @@
+"""`flow.native`: the compiled full-codebook posterior kernel against the PyTorch path, its row
+invariance, its fallback, and the flow map through it."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+import ardistill.flow.kernels as K
+from ardistill.flow import FlowMap, FlowSolverConfig, native
+from ardistill.flow.reference import FlowSetting, make_flow_problem, reference_solve
+from ardistill.flow.solver import _count_above
+
+SMALL_LLAMAGEN = FlowSetting("small-llamagen", 1024, 8, 500, normalize=True)
+SMALL_VAR = FlowSetting("small-var", 512, 32, 200, normalize=False, norm_spread=0.3)
+ODD = FlowSetting("odd-dims", 264, 5, 0, normalize=False, norm_spread=0.3)  # k1 = 6: generic
+
+
+@pytest.fixture
+def kernel():
+    """The kernel must build wherever a C compiler is on PATH (CI's machines have one)."""
+    native.reset()
+    if shutil.which("cc") is None:
+        assert not native.available()
+        pytest.fail("no C compiler here: the native kernel tests need one")
+    assert native.available(), native._state.get("why")
+    return native
+
+
+@pytest.mark.parametrize("setting", [SMALL_LLAMAGEN, SMALL_VAR, ODD], ids=lambda s: s.name)
+def test_kernel_matches_the_pytorch_posterior(kernel, setting):
+    noise, probs, C = make_flow_problem(setting, 40, 2.0, seed=1)
+    probs[:4] = 0.0
+    probs[:4, :3] = torch.tensor([0.5, 0.3, 0.2])  # rows with a tiny support
+    fm = FlowMap(C, use_native=False)
+    logp = probs.log()
+    packed = kernel.pack_codebook(fm.CaugT)
+    for rho_s in (0.0, 0.7, 3.0, 9.0):
+        rho = torch.full((40,), rho_s / fm.tv.scale, dtype=torch.float64)
+        y = noise.double() + rho[:, None] * C.double()[probs.argmax(-1)]
+        D, w = K.full_posterior(y, rho, logp, fm.CaugT)
+        yaug = kernel.augment(y, rho)
+        rows = torch.arange(40)
+        D2, mz, lb = kernel.posterior_sums(yaug, logp, rows, packed, 1e-4)
+        scale = C.double().abs().max()
+        assert (D2 - D).abs().max() <= 2e-5 * scale
+        assert torch.allclose(mz[:, 1].reciprocal(), w.amax(-1), rtol=1e-5, atol=1e-7)
+        w2, cnt2 = kernel.posterior_weights(yaug, logp, rows, packed, mz, 1e-4)
+        assert torch.allclose(w2, w, rtol=1e-4, atol=1e-7)
+        assert bool((w2[probs == 0] == 0).all())  # zero probability: weight 0 exactly
+        cnt = kernel.posterior_count(yaug, logp, rows, packed, mz, 1e-4)
+        assert torch.equal(cnt, cnt2)
+        assert (cnt - _count_above(w, 1e-4)).abs().max() <= 1  # a near-tie at most
+        assert bool((lb <= cnt).all())  # a lower bound
+        assert bool((lb > 0).any()) or rho_s == 0.0
+
+
+def test_kernel_rows_do_not_depend_on_the_rows_around_them(kernel):
+    noise, probs, C = make_flow_problem(SMALL_VAR, 37, 2.0, seed=2)
+    fm = FlowMap(C, use_native=False)
+    logp, packed = probs.log(), kernel.pack_codebook(fm.CaugT)
+    rho = torch.linspace(0.0, 2.0, 37, dtype=torch.float64)
+    yaug = kernel.augment(noise.double(), rho)
+    D, mz, lb = kernel.posterior_sums(yaug, logp, torch.arange(37), packed, 1e-6)
+    for i in (0, 17, 36):
+        d1, m1, l1 = kernel.posterior_sums(yaug[i : i + 1], logp, torch.tensor([i]), packed, 1e-6)
+        assert torch.equal(d1[0], D[i]) and torch.equal(m1[0], mz[i]) and l1[0] == lb[i]
+    perm = torch.randperm(37, generator=torch.Generator().manual_seed(0))
+    dp, mp, _ = kernel.posterior_sums(yaug[perm], logp, perm, packed, 1e-6)  # rows by index
+    assert torch.equal(dp, D[perm]) and torch.equal(mp, mz[perm])
+
+
+def test_log_is_torch_log_with_zeros_and_subnormals_at_minus_inf(kernel):
+    x = torch.cat([torch.rand(1000) ** 8, torch.tensor([0.0, 1e-40, 1.1754944e-38, 1.0, 0.5])])
+    got, want = kernel.log(x), x.log()
+    normal = x >= torch.finfo(torch.float32).tiny
+    assert torch.allclose(got[normal], want[normal], rtol=3e-7, atol=3e-7)
+    assert bool((got[~normal] == -math.inf).all())
+    assert kernel.log(x[:5]).shape == (5,) and kernel.log(x[:0]).numel() == 0
+
+
+@pytest.mark.parametrize("setting", [SMALL_LLAMAGEN, SMALL_VAR], ids=lambda s: s.name)
+@pytest.mark.parametrize("logit_std", [1.0, 4.5], ids=["flat", "peaked"])
+def test_flow_map_through_the_kernel_agrees(kernel, setting, logit_std):
+    """The same tokens as the PyTorch path (floats differ by rounding) and the reference's."""
+    noise, probs, C = make_flow_problem(setting, 150, logit_std, seed=11)
+    fast = FlowMap(C, use_native=True)
+    assert fast.packed is not None
+    got = fast.solve(noise, probs)
+    plain = FlowMap(C, use_native=False).solve(noise, probs)
+    assert int((got.tokens != plain.tokens).sum()) <= 1
+    ref = reference_solve(noise, probs, C).tokens
+    assert int((got.tokens != ref).sum()) <= 1
+    # row invariance of the whole solve through the kernel
+    for i in (0, 149):
+        one = fast.solve(noise[i : i + 1], probs[i : i + 1])
+        assert float(one.rho_end[0]) == float(got.rho_end[i])
+        assert int(one.full_evals[0]) == int(got.full_evals[i])
+
+
+def test_fallback_without_the_kernel(monkeypatch, tmp_path):
+    """No compiler, or ARDISTILL_NATIVE=0: `available()` is False, FlowMap keeps the PyTorch
+    path (use_native=True says why it cannot), and the tokens are unchanged."""
+    noise, probs, C = make_flow_problem(SMALL_VAR, 20, 1.0, seed=3)
+    plain = FlowMap(C, use_native=False)(noise, probs)
+    monkeypatch.setenv("ARDISTILL_CACHE", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    native.reset()
+    try:
+        assert not native.available() and "no C compiler" in native.why_not(
+            FlowMap(C, use_native=False).CaugT)
+        fm = FlowMap(C)
+        assert fm.packed is None and torch.equal(fm(noise, probs), plain)
+        with pytest.raises(ValueError, match="no C compiler"):
+            FlowMap(C, use_native=True)
+        monkeypatch.setenv("CC", "false")  # a compiler that fails
+        native.reset()
+        assert not native.available() and "failed" in native._state["why"]
+        monkeypatch.delenv("CC")
+        monkeypatch.setenv("ARDISTILL_NATIVE", "0")
+        native.reset()
+        assert not native.available() and FlowMap(C).packed is None
+    finally:
+        native.reset()
+    # float64 compute or a codebook size that is not a multiple of 8: PyTorch path
+    assert FlowMap(C, FlowSolverConfig(dtype=torch.float64)).packed is None
+    assert FlowMap(C[:-1]).packed is None
