@@ -80,6 +80,14 @@ def test_log_is_torch_log_with_zeros_and_subnormals_at_minus_inf(kernel):
     assert torch.allclose(got[normal], want[normal], rtol=3e-7, atol=3e-7)
     assert bool((got[~normal] == -math.inf).all())
     assert kernel.log(x[:5]).shape == (5,) and kernel.log(x[:0]).numel() == 0
+    out = torch.empty_like(x)
+    assert kernel.log(x, out=out) is out and torch.equal(out, got)
+    with pytest.raises(ValueError, match="out"):
+        kernel.log(x, out=torch.empty(3))
+    # counts above a cut in chosen rows (the start-of-flow pruning reads them from log p)
+    rows = torch.rand(6, 64) ** 4
+    cnt = kernel.count_above(rows, torch.tensor([5, 0, 2]), 0.3)
+    assert torch.equal(cnt, (rows[[5, 0, 2]] > 0.3).sum(-1).float())
 
 
 @pytest.mark.parametrize("setting", [SMALL_LLAMAGEN, SMALL_VAR], ids=lambda s: s.name)

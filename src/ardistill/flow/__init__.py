@@ -8,7 +8,10 @@ t = 0 is data. Pure math: tensors in, tensors out, any device, no global RNG, no
   textbook forms); input checks.
 - `solver`: `map_noise_to_tokens` (the public map), `FlowMap` / `solve_flow` (with a config
   and per-row cost statistics); `steps`: time variable and multistep weights; `kernels`:
-  the row-local posterior, denoiser and collapse-certificate kernels.
+  the row-local posterior, denoiser and collapse-certificate kernels; `native`: the
+  full-codebook posterior as a compiled CPU kernel (`posterior_kernel.c`, built on first use,
+  PyTorch fallback); `dense`: the solver over the whole codebook for small codebooks (the DD
+  choice's).
 - `reference`: a float64 adaptive reference solver and the synthetic benchmark problems.
 """
 

@@ -80,6 +80,8 @@ def _build() -> ctypes.CDLL:
     lib.ard_posterior_count.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, p]
     lib.ard_posterior_weights.restype = i32
     lib.ard_posterior_weights.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, p, p]
+    lib.ard_count_above.restype = None
+    lib.ard_count_above.argtypes = [i32, i32, p, i64, p, f32, p]
     lib.ard_log.restype = None
     lib.ard_log.argtypes = [i64, p, p]
     return lib
@@ -174,6 +176,17 @@ def posterior_count(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz
                                                  logp.stride(0), rows.data_ptr(),
                                                  packed.data_ptr(), mz.data_ptr(), float(thr),
                                                  cnt.data_ptr()))
+    return cnt
+
+
+def count_above(x: Tensor, rows: Tensor, cut: float) -> Tensor:
+    """The number (n,) float32 of entries > cut in rows `rows` (n,) of x (B, V) float32 (rows
+    contiguous, V a multiple of 8)."""
+    rows = rows.contiguous()
+    cnt = torch.empty(rows.numel(), dtype=torch.float32)
+    if rows.numel():
+        _state["lib"].ard_count_above(rows.numel(), x.shape[1], x.data_ptr(), x.stride(0),
+                                      rows.data_ptr(), float(cut), cnt.data_ptr())
     return cnt
 
 

@@ -286,6 +286,18 @@ static inline v8f log8(v8f x) {
     return select8(tiny, splat(-INFINITY), y);
 }
 
+/* cnt[r] = #{j : x[rows[r], j] > cut} for rows of V floats (V a multiple of 8) at stride ldx. */
+void ard_count_above(int R, int V, const float *x, int64_t ldx, const int64_t *rows, float cut,
+                     float *cnt) {
+    const v8f vc = splat(cut);
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + rows[r] * ldx;
+        v8i c = {0};
+        for (int j = 0; j + 8 <= V; j += 8) c += load8(xr + j) > vc;
+        cnt[r] = hsum8i(c);
+    }
+}
+
 /* out[i] = log x[i] for n floats >= 0 (see log8). */
 void ard_log(int64_t n, const float *x, float *out) {
     int64_t i = 0;

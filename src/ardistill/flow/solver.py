@@ -14,13 +14,17 @@ choice measured, docs/flow.md):
 3. Decision. A pruned row stops as soon as its posterior has provably collapsed
    (`kernels.collapse_margin` >= `certify_margin` nats): the analytic final step.
 
-Determinism: rows never interact and every kernel runs on blocks of exactly `block_rows` rows,
-so a row's result does not depend on the batch around it, the chunking or the row order.
-Results are reproducible for a fixed device, dtype and thread count.
+Determinism: rows never interact and every kernel runs on blocks of exactly `block_rows` rows
+(the compiled kernel of `flow.native`, the default on CPUs with a C compiler, on any number
+of rows: it is row-invariant by construction), so a row's result does not depend on the batch
+around it, the chunking or the row order. Results are reproducible for a fixed device, dtype,
+thread count and full-evaluation kernel (compiled or PyTorch: the two differ by float32
+rounding, which moves a token only at a near-tie; tests/flow/test_native.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -148,7 +152,10 @@ class _Chunk:
         very peaked rows) are restricted to those entries before any full evaluation."""
         # Only rows whose largest entry is >= 0.5 / M can qualify (see `_evaluate_full`).
         rows = (self.probs.amax(-1) >= 0.5 / self.fm.M).nonzero().squeeze(1)
-        if rows.numel():
+        if rows.numel() and self.fm.packed is not None:  # p > thr <=> log p > log thr
+            cnt = native.count_above(self.logp, rows, math.log(self.fm.prune_threshold))
+            rows = rows[cnt <= self.fm.M]
+        elif rows.numel():
             rows = rows[_count_above(self.probs[rows], self.fm.prune_threshold) <= self.fm.M]
         if rows.numel():
             self._prune(rows, self.logp[rows].topk(self.fm.M, dim=-1).indices)
