@@ -2,18 +2,20 @@
 path as the fallback.
 
 `kernels.full_posterior` (an addmm, a softmax and a GEMM over each `(R, V)` block) plus the
-pruning count make about 60% of the exact flow map's time on LlamaGen-like problems, and each
-of those passes streams the block through memory. The C kernel walks the codebook in tiles
-with an online softmax and produces the same four results (D, w, the largest weight, the count
-above the pruning threshold) in one pass (docs/flow.md, "The compiled posterior kernel").
+pruning count made about 60% of the exact flow map's time on LlamaGen-like problems, each a
+pass over the block through memory. The C kernel walks the codebook in tiles with an online
+softmax: one pass gives the denoiser, the largest weight and a lower bound on the pruning
+count; the exact count and the weights are computed only for the rows that need them
+(docs/flow.md, "The compiled posterior kernel").
 
-It is built on first use with the machine's C compiler (`$CC`, else `cc`; `-O3 -march=native`)
-into `$ARDISTILL_CACHE/native` (default `~/.cache/ardistill/native`), one file per source,
-flags and CPU (so a home directory shared between machines never runs another CPU's build),
-written atomically. When there is no compiler, the build fails, the tensors are not float32 on
-the CPU, or `ARDISTILL_NATIVE=0`, `available()` is False and the solver keeps the PyTorch path
-(the reason is logged once). Both paths give a row the same floats whatever the rows around it;
-they differ from each other by float32 rounding (tokens: the same up to near-ties; tested).
+It is built on first use with the machine's C compiler (`$CC`, else `cc`; `-O3
+-march=native`) into `cache_dir()`, one file per source, flags and CPU (a home directory
+shared between machines never runs another CPU's build), written atomically. When there is no
+compiler, the build fails, or `ARDISTILL_NATIVE=0`, `available()` is False and `FlowMap` keeps
+the PyTorch path (the reason is logged once); so it does for float64 compute, CUDA tensors and
+codebook sizes that are not a multiple of 8. Both paths give a row the same floats whatever
+the rows around it; they differ from each other by float32 rounding (tokens: the same up to
+near-ties; tests/flow/test_native.py).
 """
 
 from __future__ import annotations
@@ -52,8 +54,13 @@ def _cpu_key() -> str:
 
 
 def cache_dir() -> Path:
+    """`$ARDISTILL_CACHE/native`, else `$XDG_CACHE_HOME/ardistill/native`, else
+    `~/.cache/ardistill/native`."""
     root = os.environ.get("ARDISTILL_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "ardistill") / "native"
+    if root:
+        return Path(root) / "native"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "ardistill" / "native"
 
 
 def _build() -> ctypes.CDLL:
