@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 import ardistill.flow.kernels as K
-from ardistill.flow import native
+import ardistill.flow.native as native
 from ardistill.flow.posterior import check_codebook, check_flow_inputs, log_probs
 from ardistill.flow.steps import Grid, TimeVariable
 
