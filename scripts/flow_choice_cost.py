@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                     "choice": [choice_map(cb) for _, _, cb in calls]}
             ms, tokens = {}, {}
             for name, fms in maps.items():
-                def run(fms=fms):
+                def run(fms=fms, calls=calls):
                     return [fm(n, p) for fm, (n, p, _) in zip(fms, calls)]
                 tokens[name] = torch.cat([t.flatten() for t in run()])
                 ms[name] = steady_time(run, args.repeats).median * 1e3

@@ -25,6 +25,7 @@ from ardistill.sampling.spec import DD2Method, DDMethod, Models, SampleConfig, T
 from ardistill.text.mnist_captions import balanced_prompts
 from ardistill.utils import dtypes
 
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="1,64")

@@ -5,8 +5,9 @@ guidance ("fake score") network `fake` (an `ARDiffusion`), and the one-step gene
 DD student at t = 0: noise (B, N, d) -> logits (B, N, V) for every position at once).
 
 Generator samples live on the codebook: the tokens are the argmax of the generator's logits
-(or its flow choice, the token choice it will sample with), `x0 = codebook[tokens]`, and gradients reach the logits through the softmax-weighted codeword
-(a straight-through estimator). So the teacher, the guidance network and the generator all
+(or its flow choice, the token choice it will sample with), `x0 = codebook[tokens]`, and
+gradients reach the logits through the softmax-weighted codeword (a straight-through
+estimator). So the teacher, the guidance network and the generator all
 describe distributions over codebook vectors, where the scores are exact mixtures.
 
 1. `regression_loss` (stage 1): the AR-diffusion model regresses the teacher's exact score on
