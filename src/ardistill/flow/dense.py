@@ -38,8 +38,8 @@ import math
 import torch
 from torch import Tensor
 
-from ardistill.flow.posterior import check_codebook, check_flow_inputs, log_probs
-from ardistill.flow.solver import FlowResult, FlowSolverConfig, flush_denormals
+from ardistill.flow.posterior import check_codebook, log_probs
+from ardistill.flow.solver import FlowResult, FlowSolverConfig, solve_in_chunks
 from ardistill.flow.steps import Grid, TimeVariable
 
 # Codebooks up to this size take the dense solver in the DD choice: there the full posterior
@@ -123,8 +123,9 @@ class DenseFlowMap:
         return k, gmin.amin(-1)
 
     # -- solving ------------------------------------------------------------------------------
-    def _run(self, noise: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One chunk: tokens (B,), evaluations (B,) int32, rho * s at the decision (B,).
+    def _run(self, noise: Tensor, probs: Tensor) -> tuple[Tensor, ...]:
+        """One chunk: tokens (B,), evaluations (B,) int32, no pruned evaluations, rho * s at the
+        decision (B,), no pruning point (`FlowResult`'s fields).
 
         The state holds P rows (a multiple of BLOCK_ROWS; padded by repeating the last row):
         `ids` their chunk rows, `alive` the undecided ones. Decided rows ride along until at
@@ -196,28 +197,11 @@ class DenseFlowMap:
             hist = [D1] + hist[: cfg.order - 1]
             n += 1
             decide(top, rho1)
-        return tokens, evals, rho_end
+        return tokens, evals, torch.zeros_like(evals), rho_end, torch.zeros_like(rho_end)
 
     def solve(self, noise: Tensor, probs: Tensor) -> FlowResult:
         """noise: (..., d) float; probs: (..., V) float -> FlowResult with (...) fields."""
-        check_flow_inputs(noise, probs, self.codebook)
-        lead = noise.shape[:-1]
-        V, d = self.codebook.shape
-        x, p = noise.reshape(-1, d), probs.reshape(-1, V)
-        parts = []
-        with flush_denormals(noise.device.type == "cpu"):
-            for r0 in range(0, x.shape[0], self.chunk_rows):
-                parts.append(self._run(x[r0 : r0 + self.chunk_rows],
-                                       p[r0 : r0 + self.chunk_rows]))
-        if parts:
-            tokens, evals, rho_end = (torch.cat([q[i] for q in parts]) for i in range(3))
-        else:
-            tokens = torch.zeros(0, dtype=torch.long, device=noise.device)
-            evals = torch.zeros(0, dtype=torch.int32, device=noise.device)
-            rho_end = torch.zeros(0, dtype=torch.float64, device=noise.device)
-        zero_i, zero_f = torch.zeros_like(evals), torch.zeros_like(rho_end)
-        return FlowResult(tokens.reshape(lead), evals.reshape(lead), zero_i.reshape(lead),
-                          rho_end.reshape(lead), zero_f.reshape(lead))
+        return solve_in_chunks(noise, probs, self.codebook, self.chunk_rows, self._run)
 
     def __call__(self, noise: Tensor, probs: Tensor) -> Tensor:
         """(..., d), (..., V) -> (...) int64 token ids."""

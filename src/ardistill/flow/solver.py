@@ -25,7 +25,7 @@ rounding, which moves a token only at a near-tie; tests/flow/test_native.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -418,29 +418,39 @@ class FlowMap:
 
     def solve(self, noise: Tensor, probs: Tensor) -> FlowResult:
         """noise: (..., d) float; probs: (..., V) float -> FlowResult with (...) fields."""
-        check_flow_inputs(noise, probs, self.codebook)
-        lead = noise.shape[:-1]
-        V, d = self.codebook.shape
-        x, p = noise.reshape(-1, d), probs.reshape(-1, V)
-        parts = []
-        with flush_denormals(noise.device.type == "cpu"):
-            for r0 in range(0, x.shape[0], self.cfg.max_rows):
-                ch = _Chunk(self, x[r0 : r0 + self.cfg.max_rows], p[r0 : r0 + self.cfg.max_rows])
-                ch.run()
-                parts.append((ch.tokens, ch.full_evals, ch.pruned_evals, ch.rho_end,
-                              ch.rho_prune))
-        dtypes = (torch.long, torch.int32, torch.int32, torch.float64, torch.float64)
-        fields = [
-            torch.cat([q[i] for q in parts]).reshape(lead)
-            if parts
-            else torch.zeros(lead, dtype=dt, device=noise.device)
-            for i, dt in enumerate(dtypes)
-        ]
-        return FlowResult(*fields)
+        return solve_in_chunks(noise, probs, self.codebook, self.cfg.max_rows, self._run_chunk)
+
+    def _run_chunk(self, noise: Tensor, probs: Tensor) -> tuple[Tensor, ...]:
+        ch = _Chunk(self, noise, probs)
+        ch.run()
+        return ch.tokens, ch.full_evals, ch.pruned_evals, ch.rho_end, ch.rho_prune
 
     def __call__(self, noise: Tensor, probs: Tensor) -> Tensor:
         """(..., d), (..., V) -> (...) int64 token ids."""
         return self.solve(noise, probs).tokens
+
+
+def solve_in_chunks(noise: Tensor, probs: Tensor, codebook: Tensor, rows: int,
+                    run: Callable[[Tensor, Tensor], tuple[Tensor, ...]]) -> FlowResult:
+    """The frame of a solver's `solve`: check the inputs, flatten their leading shape, call
+    `run(noise (n, d), probs (n, V))` -> the five per-row fields of `FlowResult` on chunks of at
+    most `rows` rows with subnormals flushed on the CPU, and assemble the result."""
+    check_flow_inputs(noise, probs, codebook)
+    lead = noise.shape[:-1]
+    V, d = codebook.shape
+    x, p = noise.reshape(-1, d), probs.reshape(-1, V)
+    parts = []
+    with flush_denormals(noise.device.type == "cpu"):
+        for r0 in range(0, x.shape[0], rows):
+            parts.append(run(x[r0 : r0 + rows], p[r0 : r0 + rows]))
+    dtypes = (torch.long, torch.int32, torch.int32, torch.float64, torch.float64)
+    fields = [
+        torch.cat([q[i] for q in parts]).reshape(lead)
+        if parts
+        else torch.zeros(lead, dtype=dt, device=noise.device)
+        for i, dt in enumerate(dtypes)
+    ]
+    return FlowResult(*fields)
 
 
 def solve_flow(
