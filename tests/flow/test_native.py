@@ -136,3 +136,19 @@ def test_fallback_without_the_kernel(monkeypatch, tmp_path):
     # float64 compute or a codebook size that is not a multiple of 8: PyTorch path
     assert FlowMap(C, FlowSolverConfig(dtype=torch.float64)).packed is None
     assert FlowMap(C[:-1]).packed is None
+
+
+def test_threads_sharing_a_map_get_their_own_workspace(kernel):
+    """The kernel runs without the GIL (ctypes releases it): two threads solving different
+    problems with one FlowMap at the same time get the tokens they get one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [make_flow_problem(SMALL_LLAMAGEN, 120, std, seed=s)
+                for s, std in ((5, 1.0), (6, 4.5))]
+    C = problems[0][2]
+    fm = FlowMap(C, use_native=True)
+    alone = [fm(n, p) for n, p, _ in problems]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda q: fm(q[0], q[1]), [(n, p) for n, p, _ in problems]))
+            assert all(torch.equal(a, b) for a, b in zip(got, alone))

@@ -25,6 +25,7 @@ rounding, which moves a token only at a near-tie; tests/flow/test_native.py).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -390,7 +391,7 @@ class FlowMap:
         self.R = cfg.block_rows or auto_block_rows(V, cfg.max_rows)
         # the compiled full-codebook kernel's codebook (`flow.native`), None: the PyTorch path
         self.packed = native.pack_codebook(self.CaugT) if use_native is not False else None
-        self._work: Tensor | None = None
+        self._work = threading.local()
         if use_native and self.packed is None:
             raise ValueError("the compiled posterior kernel does not apply here "
                              f"({native.why_not(self.CaugT)})")
@@ -404,12 +405,14 @@ class FlowMap:
 
     def workspace(self, shape: torch.Size) -> Tensor:
         """A float32 CPU tensor of `shape` in memory this map keeps between calls (the chunk's
-        log probabilities: a fresh one paid its page faults at every call). One chunk at a
-        time: a FlowMap is not for concurrent use from several threads."""
+        log probabilities: a fresh one paid its page faults at every call). One per thread, so
+        that threads sharing a map (the app serving requests) never share it; a thread solves
+        one chunk at a time."""
         n = shape.numel()
-        if self._work is None or self._work.numel() < n:
-            self._work = torch.empty(n, dtype=torch.float32)
-        return self._work[:n].view(shape)
+        buf = getattr(self._work, "buf", None)
+        if buf is None or buf.numel() < n:
+            buf = self._work.buf = torch.empty(n, dtype=torch.float32)
+        return buf[:n].view(shape)
 
     def pruned_blocks(self, rows: Tensor) -> list[tuple[Tensor, int]]:
         """Blocks for the pruned kernels: unpadded on the CPU (row-invariant there for any
