@@ -45,16 +45,18 @@ setup() {
   fi
 }
 
-# The browser test (tests/app/test_app_browser.py) drives Debian's chromium through Playwright;
-# nothing ever downloads a browser. As root, `./run.sh test` installs the package by name.
-ensure_chromium() {
-  command -v chromium >/dev/null 2>&1 && return 0
+# Debian packages the tests need, installed by name as root (nothing downloads a browser or a
+# toolchain on its own): chromium for the browser test (tests/app/test_app_browser.py, through
+# Playwright), a C compiler (`cc`, package gcc) for the flow map's compiled kernel
+# (tests/flow/test_native.py; without one the library falls back to PyTorch, but its test fails).
+ensure_tool() {  # ensure_tool COMMAND PACKAGE WHAT
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing Debian's chromium for the browser test"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-      >&2 || { log "apt-get install chromium failed: the browser test will fail"; return 1; }
+    log "installing Debian's $2 for $3"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } \
+      >&2 || { log "apt-get install $2 failed: $3 will fail"; return 1; }
   else
-    log "chromium is missing: install Debian's chromium package (the browser test needs it)"
+    log "$1 is missing: install Debian's $2 package ($3 needs it)"
     return 1
   fi
 }
@@ -65,7 +67,10 @@ setup
 export PATH="$venv/bin:$PATH"
 case "$cmd" in
   setup) log "ready: $venv" ;;
-  test) ensure_chromium || true; exec "$venv/bin/python" -m pytest "$@" ;;
+  test)
+    ensure_tool chromium chromium "the browser test" || true
+    ensure_tool cc gcc "the compiled flow kernel's test" || true
+    exec "$venv/bin/python" -m pytest "$@" ;;
   demo) exec "$venv/bin/ardistill" demo "$@" ;;
   *) exec "$venv/bin/ardistill" "$cmd" "$@" ;;
 esac
