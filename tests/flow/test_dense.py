@@ -1,9 +1,8 @@
 """`flow.dense.DenseFlowMap`: the small-codebook solver of the DD choice against `FlowMap`, the
-reference, exact cases, row invariance and edge cases."""
+reference, row invariance and edge cases (its one-hot and zero-probability cases run beside
+`FlowMap`'s in test_map.py)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -34,32 +33,6 @@ def test_same_tokens_as_the_pruned_solver_and_the_reference(setting, logit_std):
     ref = reference_solve(noise[:150], probs[:150], C).tokens
     exact = DenseFlowMap(C, FlowSolverConfig())(noise[:150], probs[:150])
     assert int((exact != ref).sum()) <= 1
-
-
-def test_one_hot_rows_are_decided_at_the_start():
-    g = torch.Generator().manual_seed(0)
-    V, d, n = 300, 6, 64
-    C = torch.randn(V, d, generator=g)
-    hot = torch.randint(0, V, (n,), generator=g)
-    probs = torch.zeros(n, V).scatter_(1, hot[:, None], 1.0)
-    noise = torch.randn(n, d, generator=g) * torch.logspace(-3, 3, n)[:, None]  # any noise
-    r = DenseFlowMap(C).solve(noise, probs)
-    assert torch.equal(r.tokens, hot)
-    assert bool((r.full_evals == 1).all()) and bool((r.rho_end == 0).all())
-
-
-def test_zero_probability_tokens_are_never_returned():
-    g = torch.Generator().manual_seed(1)
-    V, d, n = 400, 4, 600
-    C = torch.randn(V, d, generator=g)
-    logits = 3 * torch.randn(n, V, generator=g)
-    keep = torch.rand(n, V, generator=g) < torch.rand(n, 1, generator=g).clamp_min(0.01)
-    keep[torch.arange(n), torch.randint(0, V, (n,), generator=g)] = True
-    probs = torch.softmax(logits.masked_fill(~keep, -math.inf), -1)
-    forbidden = torch.multinomial((~keep).float() + 1e-9, 1, generator=g).squeeze(1)
-    noise = C[forbidden] + 0.01 * torch.randn(n, d, generator=g)  # right on forbidden entries
-    tok = DenseFlowMap(C, choice_solver_config(None))(noise, probs)
-    assert bool((probs.gather(1, tok[:, None]) > 0).all())
 
 
 def test_rows_do_not_depend_on_the_batch_around_them():

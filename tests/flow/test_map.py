@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
+from ardistill.core.choosers import choice_solver_config
 from ardistill.flow import FlowMap, FlowSolverConfig, map_noise_to_tokens, solve_flow
+from ardistill.flow.dense import DenseFlowMap
 from ardistill.flow.reference import FlowSetting, make_flow_problem, reference_solve
 
 # Scaled-down versions of the two benchmark settings (docs/flow.md), fast enough for CI.
@@ -35,19 +37,25 @@ def test_agrees_with_reference_full_size(name):
         assert int((got != ref).sum()) <= 1
 
 
-def test_one_hot_is_exact():
+@pytest.mark.parametrize("solver", ["pruned", "dense"])
+def test_one_hot_is_exact(solver):
     g = torch.Generator().manual_seed(0)
     V, d, n = 300, 6, 64
     C = torch.randn(V, d, generator=g)
     hot = torch.randint(0, V, (n,), generator=g)
     probs = torch.zeros(n, V).scatter_(1, hot[:, None], 1.0)
     noise = torch.randn(n, d, generator=g) * torch.logspace(-3, 3, n)[:, None]  # any noise
-    r = solve_flow(noise, probs, C)
+    if solver == "pruned":
+        r = solve_flow(noise, probs, C)
+        assert int(r.full_evals.sum()) == 0  # decided at t = 1 from the support alone
+    else:  # the dense solver evaluates every row once, then certifies at t = 1
+        r = DenseFlowMap(C).solve(noise, probs)
+        assert bool((r.full_evals == 1).all()) and bool((r.rho_end == 0).all())
     assert torch.equal(r.tokens, hot)
-    assert int(r.full_evals.sum()) == 0  # decided at t = 1 from the support alone
 
 
-def test_zero_probability_tokens_are_never_returned():
+@pytest.mark.parametrize("solver", ["pruned", "dense"])
+def test_zero_probability_tokens_are_never_returned(solver):
     g = torch.Generator().manual_seed(1)
     V, d, n = 400, 4, 600
     C = torch.randn(V, d, generator=g)
@@ -58,7 +66,10 @@ def test_zero_probability_tokens_are_never_returned():
     # noise placed right on zero-probability entries: the nearest entry is always forbidden
     forbidden = torch.multinomial((~keep).float() + 1e-9, 1, generator=g).squeeze(1)
     noise = C[forbidden] + 0.01 * torch.randn(n, d, generator=g)
-    tok = map_noise_to_tokens(noise, probs, C)
+    if solver == "pruned":
+        tok = map_noise_to_tokens(noise, probs, C)
+    else:  # the DD choice's configuration, whole codebook
+        tok = DenseFlowMap(C, choice_solver_config(None))(noise, probs)
     assert bool((probs.gather(1, tok[:, None]) > 0).all())
 
 

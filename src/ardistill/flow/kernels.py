@@ -23,6 +23,13 @@ import torch
 from torch import Tensor
 
 
+def augment(y: Tensor, rho: Tensor, dtype: torch.dtype) -> Tensor:
+    """[rho y, -rho^2 / 2] (R, d + 1) in `dtype`, from y (R, d) and rho (R,): with [C, |c|^2]^T
+    the posterior logits are one GEMM (`full_posterior`, `flow.native`)."""
+    r = rho.unsqueeze(1)
+    return torch.cat([r * y, -0.5 * r * r], dim=1).to(dtype)
+
+
 def full_posterior(y: Tensor, rho: Tensor, logp: Tensor, CaugT: Tensor) -> tuple[Tensor, Tensor]:
     """Posterior over the whole codebook.
 
@@ -31,9 +38,7 @@ def full_posterior(y: Tensor, rho: Tensor, logp: Tensor, CaugT: Tensor) -> tuple
     w (R, V).
     """
     # [rho y, -rho^2 / 2] @ [C, |c|^2]^T + log p: the posterior logits in one GEMM.
-    r = rho.unsqueeze(1)
-    yaug = torch.cat([r * y, -0.5 * r * r], dim=1).to(CaugT.dtype)
-    w = torch.softmax(torch.addmm(logp, yaug, CaugT), dim=-1)
+    w = torch.softmax(torch.addmm(logp, augment(y, rho, CaugT.dtype), CaugT), dim=-1)
     # D^T = C^T w^T: about 3x faster on CPU than the skinny w @ C (docs/flow.md, Speed).
     return (CaugT[:-1] @ w.T).T.double(), w
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+import ardistill.flow.kernels as K
+
 _logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("posterior_kernel.c")
@@ -138,9 +140,8 @@ def why_not(CaugT: Tensor) -> str:
 
 
 def augment(y: Tensor, rho: Tensor) -> Tensor:
-    """[rho y, -rho^2 / 2] (n, d + 1) float32 contiguous, as `kernels.full_posterior` builds it."""
-    r = rho.unsqueeze(1)
-    return torch.cat([r * y, -0.5 * r * r], dim=1).to(torch.float32).contiguous()
+    """`kernels.augment` in float32, contiguous: the kernel's yaug."""
+    return K.augment(y, rho, torch.float32).contiguous()
 
 
 def _check(status: int) -> None:
