@@ -21,67 +21,18 @@ near-ties; tests/flow/test_native.py).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 import ardistill.flow.kernels as K
-
-_logger = logging.getLogger(__name__)
+from ardistill.utils.native import NativeLibrary, cache_dir  # noqa: F401  (cache_dir: re-export)
 
 SOURCE = Path(__file__).with_name("posterior_kernel.c")
-# No -ffast-math / -fassociative-math: the kernel's vector code fixes its own summation
-# order, and a compiler free to reassociate may order one row's sums differently in the
-# single-row and the two-row paths (measured: a row's D then depended on its neighbours).
-FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math",
-         "-fPIC", "-shared")
-_state: dict = {}
 
 
-def _cpu_key() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
-    except OSError:
-        lines = []
-    return "\n".join([platform.machine(), platform.processor(), *lines])
-
-
-def cache_dir() -> Path:
-    """`$ARDISTILL_CACHE/native`, else `$XDG_CACHE_HOME/ardistill/native`, else
-    `~/.cache/ardistill/native`."""
-    root = os.environ.get("ARDISTILL_CACHE")
-    if root:
-        return Path(root) / "native"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "ardistill" / "native"
-
-
-def _build() -> ctypes.CDLL:
-    cc = os.environ.get("CC") or "cc"
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler ({cc!r} not on PATH)")
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join((cc, *FLAGS)).encode() + _cpu_key().encode())
-    out = cache_dir() / f"posterior_{key.hexdigest()[:16]}.so"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            part = Path(tmp) / out.name
-            res = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(part), "-lm"],
-                                 capture_output=True, text=True, timeout=120)
-            if res.returncode != 0:
-                raise RuntimeError(f"{cc} failed: {res.stderr.strip()[:400]}")
-            os.replace(part, out)
-    lib = ctypes.CDLL(str(out))
+def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
     lib.ard_posterior_sums.restype = i32
     lib.ard_posterior_sums.argtypes = [i32, i32, i32, p, p, i64, p, p, f32, p, p, p]
@@ -93,27 +44,21 @@ def _build() -> ctypes.CDLL:
     lib.ard_count_above.argtypes = [i32, i32, p, i64, p, f32, p]
     lib.ard_log.restype = None
     lib.ard_log.argtypes = [i64, p, p]
-    return lib
+
+
+_LIB = NativeLibrary(SOURCE, "posterior", _declare, "flow map")
+_state = _LIB.state
 
 
 def available() -> bool:
     """Whether the compiled kernel can run here (built or loaded on the first call; False
     with `ARDISTILL_NATIVE=0`)."""
-    if os.environ.get("ARDISTILL_NATIVE", "1") == "0":
-        return False
-    if "lib" not in _state:
-        try:
-            _state["lib"] = _build()
-        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-            _state["lib"] = None
-            _state["why"] = str(e)
-            _logger.info("flow map: compiled posterior kernel unavailable (%s); using PyTorch", e)
-    return _state["lib"] is not None
+    return _LIB.available()
 
 
 def reset() -> None:
     """Forget the loaded kernel (the next `available()` builds or loads it again)."""
-    _state.clear()
+    _LIB.reset()
 
 
 def pack_codebook(CaugT: Tensor) -> Tensor | None:
@@ -134,9 +79,7 @@ def why_not(CaugT: Tensor) -> str:
         return f"needs float32 on the CPU, got {CaugT.dtype} on {CaugT.device}"
     if V % 8 or k1 > 65:
         return f"needs V a multiple of 8 and d <= 64, got V {V}, d {k1 - 1}"
-    if not available():
-        return _state.get("why", "disabled by ARDISTILL_NATIVE=0")
-    return ""
+    return _LIB.why
 
 
 def augment(y: Tensor, rho: Tensor) -> Tensor:
