@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ardistill.bench import flow, pairs, sample, student, teacher, train
+from ardistill.bench import flow, pairs, sample, student, teacher, train, vq
 from ardistill.cli.options import add_dtype, add_json, from_args
 from ardistill.flow.solver import DEFAULT_NUM_STEPS
 
@@ -122,10 +122,24 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     add_json(p)
 
 
+def _vq_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--presets", default="llamagen-b,var-d16",
+                   help="comma-separated teacher presets whose VQ decoders are timed")
+    p.add_argument("--batch", type=int, default=1, help="images per decode (default 1)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads for this run (0: leave torch's default)")
+    p.add_argument("--official-llamagen", type=Path, default=None, metavar="DIR",
+                   help="also time the official LlamaGen VQ decoder from this checkout")
+    p.add_argument("--official-var", type=Path, default=None, metavar="DIR",
+                   help="also time the official VAR VQVAE decoder from this checkout")
+    add_json(p)
+
+
 # target -> (workflow module, its flags)
 TARGETS = {"sample": (sample, _sample_args), "teacher": (teacher, _teacher_args),
            "student": (student, _student_args), "pairs": (pairs, _pairs_args),
-           "flow": (flow, _flow_args), "train": (train, _train_args)}
+           "flow": (flow, _flow_args), "train": (train, _train_args), "vq": (vq, _vq_args)}
 DEFAULT_TARGET = "sample"
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ardistill.teachers import fast_decoder
 from ardistill.teachers.llamagen.config import VQConfig
 
 
@@ -245,8 +246,10 @@ class VQModel(nn.Module):
         return self.quantize(self.encode_latents(images))
 
     def decode(self, latents: Tensor) -> Tensor:
-        """(B, C, h, w) -> (B, 3, H, W), not clamped."""
-        return self.decoder(self.post_quant_conv(latents))
+        """(B, C, h, w) -> (B, 3, H, W), not clamped. Inference on the CPU in float32 runs the
+        fast path (`teachers.fast_decoder`: same output up to float32 rounding)."""
+        fast = fast_decoder.decode(self.decoder, self.post_quant_conv, latents)
+        return fast if fast is not None else self.decoder(self.post_quant_conv(latents))
 
     def decode_code(self, indices: Tensor, grid: tuple[int, int]) -> Tensor:
         """indices: (B, h*w) int64 raster order -> (B, 3, H, W) images, not clamped."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ardistill.teachers import fast_decoder
 from ardistill.teachers.var.config import VQVAEConfig
 from ardistill.teachers.var.quant import MultiScaleQuantizer, QuantizerOutput
 from ardistill.teachers.var.vae_nets import Decoder, Encoder
@@ -55,8 +56,12 @@ class VQVAE(nn.Module):
         return torch.cat(self.img_to_indices(img), dim=1)
 
     def fhat_to_img(self, f_hat: Tensor) -> Tensor:
-        """f_hat: (B, Cvae, P, P) -> (B, 3, H, W) float32 clamped to [-1, 1] (official)."""
-        return self.decoder(self.post_quant_conv(f_hat)).clamp(-1, 1)
+        """f_hat: (B, Cvae, P, P) -> (B, 3, H, W) float32 clamped to [-1, 1] (official).
+        Inference on the CPU in float32 runs the fast path (`teachers.fast_decoder`: same output
+        up to float32 rounding)."""
+        fast = fast_decoder.decode(self.decoder, self.post_quant_conv, f_hat)
+        img = fast if fast is not None else self.decoder(self.post_quant_conv(f_hat))
+        return img.clamp(-1, 1)
 
     def split_scales(self, tokens: Tensor) -> list[Tensor]:
         """(B, begin(k)) int64 -> [(B, pn_s^2)] for s < k; the length must end on a scale."""
