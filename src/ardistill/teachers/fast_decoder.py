@@ -166,7 +166,8 @@ def _workspace(name: str, numel: int) -> Tensor:
         bufs = _local.bufs = {}
     buf = bufs.get(name)
     if buf is None or buf.numel() < numel:
-        buf = bufs[name] = torch.empty(numel, dtype=torch.float32)
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of the mode
+            buf = bufs[name] = torch.empty(numel, dtype=torch.float32)
     return buf[:numel]
 
 
