@@ -5,21 +5,23 @@ nearest 2x upsampling and a few attention blocks at the lowest resolution. On a 
 is the convolutions' (oneDNN runs them near the fp32 peak), so a faster decoder needs fewer
 multiplications. Here, for float32 tensors on the CPU without gradients:
 
-- every 3x3 convolution is a Winograd F(4x4, 3x3) convolution on channels-last tensors: the
-  tile transforms in C (`decoder_kernel.c`, built on first use like the flow kernel,
-  `ardistill.utils.native`), the 36 GEMMs in `torch.bmm` (4x fewer multiplications);
-- the GroupNorm + SiLU before a convolution is applied inside its input transform (one pass
-  computes the norm's statistics), the nearest upsampling is read by the next convolution's
-  input transform, the residual is added in the output transform: no normalised, activated,
-  upsampled or summed copy of a feature map is written;
+- every 3x3 convolution is a Winograd convolution on channels-last tensors, F(6x6, 3x3) from
+  64 x 64 pixels up and F(4x4, 3x3) below (`tile_for`): the tile transforms in C
+  (`decoder_kernel.c`, built on first use like the flow kernel, `ardistill.utils.native`), the
+  (m + 2)^2 GEMMs per block of tiles in one `torch.bmm` (5.06x / 4x fewer multiplications);
+- a GroupNorm's statistics take one pass (float64 sums), its scale and shift with the SiLU a
+  second; the nearest upsampling is read by the next convolution's input transform, the
+  residual is added in the output transform (in place): no normalised, upsampled or summed
+  copy of a feature map is written besides the activated one;
+- the transforms run on torch's own OpenMP threads (`_openmp_team`), else on Python threads;
 - the transformed weights are computed once per weight (in float64) and kept on the module.
 
 The output equals the plain decoder's up to float32 rounding (Winograd's is a little larger
 than a direct convolution's; docs/teachers.md, "Fast VQ decoding", has the measured
 deviations, and the oracle tests run through this path). `decode` returns None where the path
 does not apply (gradients needed, not float32 on the CPU, channels not a multiple of 8, no
-compiler, `ARDISTILL_NATIVE=0` or `ARDISTILL_FAST_DECODER=0`); the caller then runs the plain
-modules.
+compiler, too little work, `ARDISTILL_NATIVE=0` or `ARDISTILL_FAST_DECODER=0`, inside
+`disabled()`); the caller then runs the plain modules.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from torch import Tensor, nn
 from ardistill.utils.native import NativeLibrary
 
 SOURCE = Path(__file__).with_name("decoder_kernel.c")
-# Tiles per block: the block's transformed input and GEMM output stay near 4 MB each.
+# Tiles per block: the block's transformed input and GEMM output stay near 8 MB each (1-32 MB
+# measured alike).
 BLOCK_BYTES = 8 << 20
 # G of F(m x m, 3 x 3) per tile size m (B^T and A^T are in decoder_kernel.c)
 _G = {4: ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
@@ -158,16 +161,28 @@ def _run(fn, start: int, stop: int) -> None:
         f.result()
 
 
+@contextlib.contextmanager
+def _scratch() -> Iterator[None]:
+    """Reuse `_workspace` buffers by name within the block (one decode, this thread), then let
+    them go: fresh pages for every convolution's buffers cost as much as its transforms, fresh
+    pages once per decode a few milliseconds."""
+    _local.bufs = {}
+    try:
+        yield
+    finally:
+        _local.bufs = None
+
+
 def _workspace(name: str, numel: int) -> Tensor:
-    """A float32 buffer of at least `numel` entries, kept per thread (reused memory: fresh
-    pages cost as much as the transforms)."""
+    """A float32 buffer of `numel` entries: the same memory for the same name inside a
+    `_scratch()` block, else a new one."""
     bufs = getattr(_local, "bufs", None)
-    if bufs is None:
-        bufs = _local.bufs = {}
-    buf = bufs.get(name)
+    buf = None if bufs is None else bufs.get(name)
     if buf is None or buf.numel() < numel:
         with torch.inference_mode(False):  # a normal tensor: writable in and out of the mode
-            buf = bufs[name] = torch.empty(numel, dtype=torch.float32)
+            buf = torch.empty(numel, dtype=torch.float32)
+        if bufs is not None:
+            bufs[name] = buf
     return buf[:numel]
 
 
@@ -239,7 +254,7 @@ def conv3x3(x: Tensor, conv: nn.Conv2d, norm: tuple[Tensor, Tensor] | None = Non
 
 
 def _norm_silu(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """silu(x * scale + shift) into a per-thread workspace (read by the next transform)."""
+    """silu(x * scale + shift) into a workspace (read by the next transform)."""
     N, H, W, C = x.shape
     npix = H * W
     x, scale, shift = x.contiguous(), scale.contiguous(), shift.contiguous()
@@ -369,7 +384,7 @@ def decode(decoder: nn.Module, post_quant_conv: nn.Conv2d, z: Tensor,
     does not apply (`applies`)."""
     if not applies(decoder, post_quant_conv, z, min_work):
         return None
-    with torch.no_grad():
+    with torch.no_grad(), _scratch():
         x = z.permute(0, 2, 3, 1).contiguous()
         x = conv3x3(x, post_quant_conv) if _is_conv3(post_quant_conv) else _linear(
             x, post_quant_conv)
