@@ -79,7 +79,10 @@ def _plain(fn, *args):
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)
 @pytest.mark.parametrize("tile", [4, 6])
 @pytest.mark.parametrize("shape", [(2, 16, 13, 9, 8), (1, 8, 4, 4, 24), (1, 24, 7, 12, 16)])
-def test_conv3x3_matches_a_direct_convolution(threads, tile, shape):
+@pytest.mark.parametrize("blocks", ["one", "many"])
+def test_conv3x3_matches_a_direct_convolution(threads, tile, shape, blocks, monkeypatch):
+    if blocks == "many":  # blocks of 8 tiles: the tile ranges start inside the map
+        monkeypatch.setattr(fd, "BLOCK_BYTES", 1)
     N, C, H, W, Co = shape
     g = torch.Generator().manual_seed(sum(shape) + tile)
     conv = torch.nn.Conv2d(C, Co, 3, 1, 1)
