@@ -254,7 +254,10 @@ def conv3x3(x: Tensor, conv: nn.Conv2d, norm: tuple[Tensor, Tensor] | None = Non
         _run(lambda k, a, b, _, t0=t0, n=n, Vb=Vb: lib.ard_wino_in(
             k, m, H, W, C, int(up), x.data_ptr(), th, tw, t0, a, b, n, Vb.data_ptr()),
             t0, t0 + n)
-        torch.bmm(Vb, U, out=Mb)
+        if cs <= 16:  # a few output channels (conv_out): MKL is 1.6-1.9x faster this way round
+            Mb.copy_(torch.bmm(U.transpose(1, 2), Vb.transpose(1, 2)).transpose(1, 2))
+        else:
+            torch.bmm(Vb, U, out=Mb)
         _run(lambda k, a, b, _, t0=t0, n=n, Mb=Mb: lib.ard_wino_out(
             k, m, H, W, cs, Mb.data_ptr(), n, bias.data_ptr(), _ptr(res), y.data_ptr(), th, tw,
             t0, a, b), t0, t0 + n)
