@@ -92,7 +92,9 @@ def _openmp_team() -> tuple[int, int, int] | None:
     except OSError:
         return None
     paths = {ln.split()[-1] for ln in maps if ln.split()[-1].endswith((".so", ".so.1", ".so.5"))}
-    for path in sorted(paths):
+    torch_dir = str(Path(torch.__file__).resolve().parent)
+    # torch's own copy first (another library may have loaded a second runtime)
+    for path in sorted(paths, key=lambda q: (not q.startswith(torch_dir), q)):
         if Path(path).name.startswith(("libgomp", "libiomp5")):
             try:
                 rt = ctypes.CDLL(path)
