@@ -283,3 +283,15 @@ def test_bench_vq_prints_and_records(tmp_path, capsys):
     with pytest.raises(UserError, match="vq_model.py: not found"):
         bench_vq.run(bench_vq.Options(presets="mnist-llamagen", repeats=1,
                                       official_llamagen=tmp_path))
+
+
+def test_weights_made_in_inference_mode(monkeypatch):
+    """Inference tensors have no version counter: their transformed weights are keyed by their
+    memory, and the output still matches the plain modules, twice."""
+    monkeypatch.setattr(fd, "MIN_WORK", 0)
+    with torch.inference_mode():
+        tok = _randomize(_llamagen_vq(7), 7)
+        assert tok.decoder.conv_in.weight.is_inference()
+        z = torch.randn(1, 8, 4, 4)
+        first, second, plain = tok.decode(z), tok.decode(z), _plain(tok.decode, z)
+    assert torch.equal(first, second) and (first - plain).abs().max().item() < 1e-4

@@ -197,10 +197,9 @@ def _workspace(name: str, numel: int) -> Tensor:
 
 
 def _version(t: Tensor) -> tuple:
-    try:
-        return (t.data_ptr(), t._version)  # noqa: SLF001
-    except RuntimeError:  # inference tensors have no version counter
-        return (t.data_ptr(), None)
+    """What identifies a weight's values: its memory and version counter (inference tensors
+    have none: their memory only, as `fast_linear` keys its packed weights)."""
+    return (id(t), t.data_ptr(), -1 if t.is_inference() else t._version)  # noqa: SLF001
 
 
 def _winograd_weight(conv: nn.Conv2d, m: int) -> tuple[Tensor, Tensor]:
@@ -209,7 +208,7 @@ def _winograd_weight(conv: nn.Conv2d, m: int) -> tuple[Tensor, Tensor]:
     module."""
     key = (m, _version(conv.weight), None if conv.bias is None else _version(conv.bias))
     cached = conv.__dict__.get("_ardistill_winograd")
-    if cached is not None and cached[0] == key and key[1][1] is not None:
+    if cached is not None and cached[0] == key:
         return cached[1], cached[2]
     w = conv.weight.detach().double()
     co, ci = w.shape[:2]
