@@ -200,6 +200,11 @@ CASES = {
                               "is a file", []),
     "bench unknown preset": (lambda e: ["bench", "sample", "--presets", "nope"], 2,
                              "unknown presets", []),
+    "bench vq unknown preset": (lambda e: ["bench", "vq", "--presets", "nope"], 2,
+                                "unknown teacher preset 'nope'", []),
+    "bench vq official folder without the decoder": (
+        lambda e: ["bench", "vq", "--presets", "mnist-var", "--repeats", "1", "--official-var",
+                   str(e.root / "no-var")], 2, "models/basic_vae.py: not found", []),
     "teacher eval of a non-embedded preset": (lambda e: ["teacher", "eval", "llamagen-b"], 2,
                                               "not an embedded teacher", []),
     "zoo train-features zero epochs": (lambda e: ["zoo", "train-features", "--out",
