@@ -8,13 +8,13 @@ softmax: one pass gives the denoiser, the largest weight and a lower bound on th
 count; the exact count and the weights are computed only for the rows that need them
 (docs/flow.md, "The compiled posterior kernel").
 
-It is built on first use with the machine's C compiler (`$CC`, else `cc`; `-O3
--march=native`) into `cache_dir()`, one file per source, flags and CPU (a home directory
-shared between machines never runs another CPU's build), written atomically. When there is no
+It is built on first use with the machine's C compiler (`$CC`, else `cc`; `-O3 -march=native`)
+into `utils.native.cache_dir()`, one file per source, flags and CPU (a home directory shared
+between machines never runs another CPU's build), written atomically. When there is no
 compiler, the build fails, or `ARDISTILL_NATIVE=0`, `available()` is False and `FlowMap` keeps
 the PyTorch path (the reason is logged once); so it does for float64 compute, CUDA tensors and
-codebook sizes that are not a multiple of 8. Both paths give a row the same floats whatever
-the rows around it; they differ from each other by float32 rounding (tokens: the same up to
+codebook sizes that are not a multiple of 8. Both paths give a row the same floats whatever the
+rows around it; they differ from each other by float32 rounding (tokens: the same up to
 near-ties; tests/flow/test_native.py).
 """
 
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 import ardistill.flow.kernels as K
-from ardistill.utils.native import NativeLibrary, cache_dir  # noqa: F401  (cache_dir: re-export)
+from ardistill.utils.native import NativeLibrary
 
 SOURCE = Path(__file__).with_name("posterior_kernel.c")
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ardistill.teachers.fast_linear import weight_key
 from ardistill.utils.native import NativeLibrary
 
 SOURCE = Path(__file__).with_name("decoder_kernel.c")
@@ -196,17 +197,11 @@ def _workspace(name: str, numel: int) -> Tensor:
     return buf[:numel]
 
 
-def _version(t: Tensor) -> tuple:
-    """What identifies a weight's values: its memory and version counter (inference tensors
-    have none: their memory only, as `fast_linear` keys its packed weights)."""
-    return (id(t), t.data_ptr(), -1 if t.is_inference() else t._version)  # noqa: SLF001
-
-
 def _winograd_weight(conv: nn.Conv2d, m: int) -> tuple[Tensor, Tensor]:
     """(U ((m + 2)^2, Cin, Cs) = G g G^T per output channel, bias (Cs,)), Cs = Cout rounded up
     to 8 (zero columns), computed in float64 once per weight and tile size and kept on the
     module."""
-    key = (m, _version(conv.weight), None if conv.bias is None else _version(conv.bias))
+    key = (m, weight_key(conv.weight), None if conv.bias is None else weight_key(conv.bias))
     cached = conv.__dict__.get("_ardistill_winograd")
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]

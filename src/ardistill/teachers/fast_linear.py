@@ -17,6 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def weight_key(w: Tensor) -> tuple:
+    """What identifies a weight's values for a derived copy (packed, transformed): the tensor,
+    its memory and its version counter (inference tensors, made under torch.inference_mode,
+    have none: their memory only)."""
+    return (id(w), -1 if w.is_inference() else w._version, w.data_ptr())  # noqa: SLF001
+
+
 def _packing_supported() -> bool:
     return bool(
         torch.backends.mkldnn.is_available()
@@ -60,8 +67,7 @@ class FastLinear(nn.Linear):
 
     def _packed_weight(self) -> Tensor:
         w = self.weight
-        # inference tensors (made under torch.inference_mode) have no version counter
-        key = (id(w), -1 if w.is_inference() else w._version, w.data_ptr())
+        key = weight_key(w)
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
         return self._packed[1]
