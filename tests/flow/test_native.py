@@ -12,7 +12,7 @@ import torch
 import ardistill.flow.kernels as K
 from ardistill.flow import FlowMap, FlowSolverConfig, native
 from ardistill.flow.reference import FlowSetting, make_flow_problem, reference_solve
-from ardistill.flow.solver import _count_above
+from ardistill.flow.solver import _count_above, entries_above
 
 SMALL_LLAMAGEN = FlowSetting("small-llamagen", 1024, 8, 500, normalize=True)
 SMALL_VAR = FlowSetting("small-var", 512, 32, 200, normalize=False, norm_spread=0.3)
@@ -48,14 +48,21 @@ def test_kernel_matches_the_pytorch_posterior(kernel, setting):
         scale = C.double().abs().max()
         assert (D2 - D).abs().max() <= 2e-5 * scale
         assert torch.allclose(mz[:, 1].reciprocal(), w.amax(-1), rtol=1e-5, atol=1e-7)
-        w2, cnt2 = kernel.posterior_weights(yaug, logp, rows, packed, mz, 1e-4)
-        assert torch.allclose(w2, w, rtol=1e-4, atol=1e-7)
-        assert bool((w2[probs == 0] == 0).all())  # zero probability: weight 0 exactly
-        cnt = kernel.posterior_count(yaug, logp, rows, packed, mz, 1e-4)
-        assert torch.equal(cnt, cnt2)
-        assert (cnt - _count_above(w, 1e-4)).abs().max() <= 1  # a near-tie at most
+        # the pruning pass with M = V: every row's exact count and entries above thr
+        cnt, idx = kernel.posterior_prune(yaug, logp, rows, packed, mz, 1e-4, C.shape[0])
+        want = _count_above(w, 1e-4)
+        assert (cnt - want).abs().max() <= 1  # a near-tie at most
+        same = cnt == want
+        assert torch.equal(idx[same], entries_above(w[same], 1e-4, C.shape[0]))
         assert bool((lb <= cnt).all())  # a lower bound
         assert bool((lb > 0).any()) or rho_s == 0.0
+        # with a small M: rows over it stop early (cnt > M), the others as above
+        M = 6
+        cnt6, idx6 = kernel.posterior_prune(yaug, logp, rows, packed, mz, 1e-4, M)
+        assert torch.equal(cnt6 > M, cnt > M)
+        ok = cnt <= M
+        assert torch.equal(cnt6[ok], cnt[ok]) and torch.equal(idx6[ok], idx[ok][:, :M])
+        assert bool((idx6[ok][probs[ok].gather(1, idx6[ok].clamp(min=0)) == 0] == -1).all())
 
 
 def test_kernel_rows_do_not_depend_on_the_rows_around_them(kernel):
@@ -71,6 +78,45 @@ def test_kernel_rows_do_not_depend_on_the_rows_around_them(kernel):
     perm = torch.randperm(37, generator=torch.Generator().manual_seed(0))
     dp, mp, _ = kernel.posterior_sums(yaug[perm], logp, perm, packed, 1e-6)  # rows by index
     assert torch.equal(dp, D[perm]) and torch.equal(mp, mz[perm])
+
+
+def test_entries_above_pads_with_minus_one():
+    x = torch.tensor([[0.1, 0.5, 0.0, 0.7, 0.2], [0.9, 0.0, 0.0, 0.0, 0.05]])
+    assert entries_above(x, 0.15, 3).tolist() == [[1, 3, 4], [0, -1, -1]]
+
+
+def _pruned_problem(B=40, M=48, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Cs = torch.randn(B, M, d, generator=g, dtype=torch.float64)
+    Cs[:, 7] = Cs[:, 3]  # two equal entries (indistinguishable by the flow)
+    lps = torch.log_softmax(3 * torch.randn(B, M, generator=g, dtype=torch.float64), -1)
+    lps[:, 5] = -math.inf  # padding (`entries_above`'s -1)
+    lps[11, 1:] = -math.inf  # a row with one entry
+    rows = torch.tensor([11, 3, 0, 39, 3, 20, 21, 22])
+    y = 3 * torch.randn(rows.numel(), d, generator=g, dtype=torch.float64)
+    rho = torch.tensor([0.5, 2.0, 10.0, 100.0, 3.0, 30.0, 7.0, 1e3], dtype=torch.float64)
+    return rows, y, rho, Cs, lps
+
+
+def test_pruned_kernels_match_the_pytorch_ones(kernel):
+    rows, y, rho, Cs, lps = _pruned_problem()
+    D, gap = kernel.pruned_denoiser(rows, y, rho, Cs, lps)
+    D2, gap2 = K.pruned_denoiser(y, Cs[rows], lps[rows], rho)
+    assert torch.allclose(D, D2, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(gap, gap2, rtol=1e-10) and gap[0] == math.inf
+    k, margin = kernel.collapse_margin(rows, y, rho, Cs, lps)
+    k2, margin2 = K.collapse_margin(y, Cs[rows], lps[rows], rho)
+    assert torch.equal(k, k2)
+    assert torch.allclose(margin, margin2, rtol=1e-10) and margin[0] == math.inf
+    assert bool((margin[1:] < math.inf).all()) and bool((margin > 20).any())
+    # one row at a time: the same bits (a row's result depends on its own entries only)
+    for i in range(rows.numel()):
+        one = kernel.pruned_denoiser(rows[i : i + 1], y[i : i + 1], rho[i : i + 1], Cs, lps)
+        assert torch.equal(one[0][0], D[i]) and torch.equal(one[1][0], gap[i])
+    with pytest.raises(ValueError, match="row ids"):
+        kernel.pruned_denoiser(torch.tensor([40]), y[:1], rho[:1], Cs, lps)
+    with pytest.raises(ValueError, match="float64"):
+        kernel.collapse_margin(rows, y, rho, Cs.float(), lps)
 
 
 def test_log_is_torch_log_with_zeros_and_subnormals_at_minus_inf(kernel):

@@ -5,8 +5,10 @@ path as the fallback.
 pruning count made about 60% of the exact flow map's time on LlamaGen-like problems, each a
 pass over the block through memory. The C kernel walks the codebook in tiles with an online
 softmax: one pass gives the denoiser, the largest weight and a lower bound on the pruning
-count; the exact count and the weights are computed only for the rows that need them
-(docs/flow.md, "The compiled posterior kernel").
+count; for the rows that may prune, a second pass over the logits finds the entries above the
+pruning threshold (`posterior_prune`). Once pruned, a row's steps and its collapse certificate
+run here too, in float64 (`pruned_denoiser`, `collapse_margin`; docs/flow.md, "The compiled
+posterior kernel").
 
 It is built on first use with the machine's C compiler (`$CC`, else `cc`; `-O3 -march=native`)
 into `utils.native.cache_dir()`, one file per source, flags and CPU (a home directory shared
@@ -36,14 +38,16 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
     lib.ard_posterior_sums.restype = i32
     lib.ard_posterior_sums.argtypes = [i32, i32, i32, p, p, i64, p, p, f32, p, p, p]
-    lib.ard_posterior_count.restype = i32
-    lib.ard_posterior_count.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, p]
-    lib.ard_posterior_weights.restype = i32
-    lib.ard_posterior_weights.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, p, p]
     lib.ard_count_above.restype = None
     lib.ard_count_above.argtypes = [i32, i32, p, i64, p, f32, p]
     lib.ard_log.restype = None
     lib.ard_log.argtypes = [i64, p, p]
+    lib.ard_posterior_prune.restype = i32
+    lib.ard_posterior_prune.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, i32, p, p]
+    lib.ard_pruned_denoiser.restype = i32
+    lib.ard_pruned_denoiser.argtypes = [i32, i32, i32, p, p, p, p, p, p, p]
+    lib.ard_collapse_margin.restype = i32
+    lib.ard_collapse_margin.argtypes = [i32, i32, i32, p, p, p, p, p, p, p]
 
 
 _LIB = NativeLibrary(SOURCE, "posterior", _declare, "flow map")
@@ -114,22 +118,6 @@ def posterior_sums(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, thr
     return D, mz, lb
 
 
-def posterior_count(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz: Tensor,
-                    thr: float) -> Tensor:
-    """Pass 2a for the rows that may prune: the count (n,) float32 of entries with weight > thr,
-    from their logits (w_j > thr <=> E_j > m + log(thr Z)); nothing else written."""
-    n, k1 = yaug.shape
-    V = logp.shape[1]
-    rows, mz = rows.contiguous(), mz.contiguous()
-    cnt = torch.empty(n, dtype=torch.float32)
-    if n:
-        _check(_state["lib"].ard_posterior_count(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
-                                                 logp.stride(0), rows.data_ptr(),
-                                                 packed.data_ptr(), mz.data_ptr(), float(thr),
-                                                 cnt.data_ptr()))
-    return cnt
-
-
 def count_above(x: Tensor, rows: Tensor, cut: float) -> Tensor:
     """The number (n,) float32 of entries > cut in rows `rows` (n,) of x (B, V) float32 (rows
     contiguous, V a multiple of 8)."""
@@ -157,18 +145,65 @@ def log(x: Tensor, out: Tensor | None = None) -> Tensor:
     return out
 
 
-def posterior_weights(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz: Tensor,
-                      thr: float) -> tuple[Tensor, Tensor]:
-    """Pass 2 for rows whose weights are needed: w (n, V) float32 = softmax of their logits
-    (with pass 1's m and Z) and the count of entries with w > thr (n,) float32."""
+def posterior_prune(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz: Tensor,
+                    thr: float, M: int) -> tuple[Tensor, Tensor]:
+    """The pruning pass for rows that may prune (in one pass over the logits: the count, and
+    the entries themselves): cnt (n,) float32, the count of entries with weight > thr (w_j >
+    thr <=> E_j > m + log(thr Z), with `posterior_sums`' mz; where the count exceeds M, a
+    lower bound > M: the pass stops there), and idx
+    (n, M) int64, where cnt <= M those entries' indices ascending, then -1 (as
+    `solver.entries_above` of the weights)."""
     n, k1 = yaug.shape
     V = logp.shape[1]
     rows, mz = rows.contiguous(), mz.contiguous()
-    w = torch.empty(n, V, dtype=torch.float32)
     cnt = torch.empty(n, dtype=torch.float32)
+    idx = torch.empty(n, M, dtype=torch.int64)
     if n:
-        _check(_state["lib"].ard_posterior_weights(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
-                                                   logp.stride(0), rows.data_ptr(),
-                                                   packed.data_ptr(), mz.data_ptr(),
-                                                   float(thr), w.data_ptr(), cnt.data_ptr()))
-    return w, cnt
+        _check(_state["lib"].ard_posterior_prune(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
+                                                 logp.stride(0), rows.data_ptr(),
+                                                 packed.data_ptr(), mz.data_ptr(), float(thr),
+                                                 M, cnt.data_ptr(), idx.data_ptr()))
+    return cnt, idx
+
+
+def _pruned_args(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tensor) -> tuple:
+    B, M, d = Cs.shape
+    if not (Cs.dtype == lps.dtype == y.dtype == rho.dtype == torch.float64
+            and Cs.is_contiguous() and lps.is_contiguous() and lps.shape == (B, M)):
+        raise ValueError("pruned kernels need float64 Cs (B, M, d) and lps (B, M), contiguous")
+    rows = rows.contiguous()
+    if rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < B:
+        raise ValueError(f"row ids must lie in [0, {B})")
+    return rows, y.contiguous(), rho.contiguous(), M, d
+
+
+def pruned_denoiser(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """`kernels.pruned_denoiser(y, Cs[rows], lps[rows], rho)` in C (float64, one row at a time,
+    no gathered copies): D (n, d) and the top-2 gap (n,). rows (n,) int64 into Cs (B, M, d)
+    and lps (B, M); y (n, d) and rho (n,) per row of the call."""
+    rows, y, rho, M, d = _pruned_args(rows, y, rho, Cs, lps)
+    n = rows.numel()
+    D = torch.empty(n, d, dtype=torch.float64)
+    gap = torch.empty(n, dtype=torch.float64)
+    if n:
+        _check(_state["lib"].ard_pruned_denoiser(n, M, d, rows.data_ptr(), y.data_ptr(),
+                                                 rho.data_ptr(), Cs.data_ptr(), lps.data_ptr(),
+                                                 D.data_ptr(), gap.data_ptr()))
+    return D, gap
+
+
+def collapse_margin(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """`kernels.collapse_margin(y, Cs[rows], lps[rows], rho)` in C (float64): the winner k (n,)
+    int64 (index into M) and the smallest future log-weight gap (n,). Shapes as
+    `pruned_denoiser`."""
+    rows, y, rho, M, d = _pruned_args(rows, y, rho, Cs, lps)
+    n = rows.numel()
+    k = torch.empty(n, dtype=torch.int64)
+    margin = torch.empty(n, dtype=torch.float64)
+    if n:
+        _check(_state["lib"].ard_collapse_margin(n, M, d, rows.data_ptr(), y.data_ptr(),
+                                                 rho.data_ptr(), Cs.data_ptr(), lps.data_ptr(),
+                                                 k.data_ptr(), margin.data_ptr()))
+    return k, margin

@@ -126,6 +126,99 @@ static inline __attribute__((always_inline)) void tile_update(
     tc[1] = hsum8i(c);
 }
 
+
+/* tile_logits for two rows at once: the codebook loads shared, each row's arithmetic exactly
+   tile_logits' (the same operations in the same order: a row's floats do not depend on its
+   partner). */
+static inline __attribute__((always_inline)) void tile_logits2(
+        const int k1, int n, const float *restrict lpa, const float *restrict lpb,
+        const float *restrict pt, const v8f *restrict yka, const v8f *restrict ykb,
+        float *restrict bufa, float *restrict bufb, float *tma, float *tmb) {
+    v8f ya[MAX_D + 1], yb[MAX_D + 1];
+    for (int k = 0; k < k1; k++) { ya[k] = yka[k]; yb[k] = ykb[k]; }
+    v8f ma = splat(-INFINITY), mb = splat(-INFINITY);
+    for (int j = 0; j < n; j += 8) {
+        const float *pj = pt + (int64_t)j * k1;
+        v8f a0 = load8(lpa + j), a1 = splat(0.0f);
+        v8f b0 = load8(lpb + j), b1 = splat(0.0f);
+        int k = 0;
+        for (; k + 2 <= k1; k += 2) {
+            const v8f c0 = load8(pj + 8 * k), c1 = load8(pj + 8 * (k + 1));
+            a0 += ya[k] * c0;
+            a1 += ya[k + 1] * c1;
+            b0 += yb[k] * c0;
+            b1 += yb[k + 1] * c1;
+        }
+        if (k < k1) {
+            const v8f c0 = load8(pj + 8 * k);
+            a0 += ya[k] * c0;
+            b0 += yb[k] * c0;
+        }
+        const v8f sa = a0 + a1, sb = b0 + b1;
+        store8(bufa + j, sa);
+        store8(bufb + j, sb);
+        ma = select8(sa > ma, sa, ma);
+        mb = select8(sb > mb, sb, mb);
+    }
+    *tma = hmax8(ma);
+    *tmb = hmax8(mb);
+}
+
+/* The rescaling part of tile_update: returns 0 when the row has nothing yet. */
+static inline __attribute__((always_inline)) int tile_rescale(
+        const int d, float tm, v8f *restrict ar, float *restrict mz, float *restrict tc) {
+    float *m = mz, *Z = mz + 1;
+    if (tm > *m) {
+        const v8f s = splat(*m == -INFINITY ? 0.0f : exp_nonpos(*m - tm));
+        *Z *= s[0];
+        for (int k = 0; k < d; k++) ar[k] *= s;
+        *m = tm;
+    }
+    tc[0] = *m;
+    tc[1] = 0.0f;
+    return *m != -INFINITY;
+}
+
+/* tile_update for two rows (d <= 8), the codebook loads shared; each row's arithmetic exactly
+   tile_update's. */
+static inline __attribute__((always_inline)) void tile_update2(
+        const int k1, int n, const float *restrict pt, float gap,
+        const float *restrict bufa, const float *restrict bufb, float tma, float tmb,
+        v8f *restrict ara, v8f *restrict arb, float *restrict mza, float *restrict mzb,
+        float *restrict tca, float *restrict tcb) {
+    const int d = k1 - 1;
+    const int oka = tile_rescale(d, tma, ara, mza, tca);
+    const int okb = tile_rescale(d, tmb, arb, mzb, tcb);
+    if (!oka || !okb) {  /* rare (a row with nothing yet): one row at a time */
+        if (oka) tile_update(k1, n, 0, pt, gap, (float *)bufa, tma, ara, mza, tca);
+        if (okb) tile_update(k1, n, 0, pt, gap, (float *)bufb, tmb, arb, mzb, tcb);
+        return;
+    }
+    v8f za = splat(0.0f), zb = splat(0.0f);
+    v8i ca = {0}, cb = {0};
+    const v8f vma = splat(*mza), vmb = splat(*mzb), vgap = splat(-gap);
+    v8f a[8] = {0}, b[8] = {0};
+    for (int j = 0; j < n; j += 8) {
+        const v8f xa = load8(bufa + j) - vma, xb = load8(bufb + j) - vmb;
+        const v8f ea = exp_nonpos8(xa), eb = exp_nonpos8(xb);
+        za += ea;
+        zb += eb;
+        ca += xa > vgap;
+        cb += xb > vgap;
+        const float *pj = pt + (int64_t)j * k1;
+        for (int i = 0; i < d; i++) {
+            const v8f c = load8(pj + 8 * i);
+            a[i] += ea * c;
+            b[i] += eb * c;
+        }
+    }
+    for (int i = 0; i < d; i++) { ara[i] += a[i]; arb[i] += b[i]; }
+    mza[1] += hsum8(za);
+    mzb[1] += hsum8(zb);
+    tca[1] = hsum8i(ca);
+    tcb[1] = hsum8i(cb);
+}
+
 /* Pass 1 over a block: tiles outer, rows inner, so that a tile of the packed codebook (TILE x
    k1 floats) stays in L1 while every row of the block uses it; per row a running maximum, the
    sum of weights and the denoiser's sums, rescaled whenever the maximum grows.
@@ -145,7 +238,7 @@ static inline __attribute__((always_inline)) int sums_block(
     v8f *yk = aligned_alloc(32, sizeof(v8f) * (size_t)R * (size_t)k1);
     float *tm_c = malloc(sizeof(float) * 2 * (size_t)R * (size_t)ntiles);  /* m_t, count_t */
     if (!acc || !yk || !tm_c) { free(acc); free(yk); free(tm_c); return -2; }
-    float buf[TILE];
+    float buf[TILE], buf2[TILE];
     for (int r = 0; r < R; r++) {
         mz[2 * r] = -INFINITY;
         mz[2 * r + 1] = 0.0f;
@@ -155,7 +248,20 @@ static inline __attribute__((always_inline)) int sums_block(
     for (int t = 0; t < ntiles; t++) {
         const int j0 = t * TILE, n = V - j0 < TILE ? V - j0 : TILE;
         const float *pt = P + (int64_t)j0 * k1;
-        for (int r = 0; r < R; r++) {
+        int r = 0;
+        if (d <= 8) {
+            for (; r + 2 <= R; r += 2) {
+                float tma, tmb;
+                tile_logits2(k1, n, logp + rows[r] * ldl + j0, logp + rows[r + 1] * ldl + j0,
+                             pt, yk + (int64_t)r * k1, yk + (int64_t)(r + 1) * k1, buf, buf2,
+                             &tma, &tmb);
+                tile_update2(k1, n, pt, gap, buf, buf2, tma, tmb, acc + (int64_t)r * nd,
+                             acc + (int64_t)(r + 1) * nd, mz + 2 * r, mz + 2 * (r + 1),
+                             tm_c + 2 * ((int64_t)r * ntiles + t),
+                             tm_c + 2 * ((int64_t)(r + 1) * ntiles + t));
+            }
+        }
+        for (; r < R; r++) {
             const float tm = tile_logits(k1, n, logp + rows[r] * ldl + j0, pt,
                                          yk + (int64_t)r * k1, buf);
             tile_update(k1, n, nd, pt, gap, buf, tm, acc + (int64_t)r * nd, mz + 2 * r,
@@ -179,52 +285,6 @@ static inline __attribute__((always_inline)) int sums_block(
     free(yk);
     free(tm_c);
     return 0;
-}
-
-/* Pass 2, for the rows the solver's pruning reads: their normalised weights w = e^(E - m) / Z
-   and the count of those above thr. */
-static inline __attribute__((always_inline)) void weights_block(
-        int R, int V, const int k1, const float *yaug, const float *logp, int64_t ldl,
-        const int64_t *rows, const float *P, const float *mz, float thr, float *w, float *cnt) {
-    const int ntiles = (V + TILE - 1) / TILE;
-    v8f yk[MAX_D + 1];
-    for (int r = 0; r < R; r++) {
-        for (int k = 0; k < k1; k++) yk[k] = splat(yaug[(int64_t)r * k1 + k]);
-        float *wr = w + (int64_t)r * V;
-        const v8f vm = splat(mz[2 * r]), vinv = splat(1.0f / mz[2 * r + 1]), vthr = splat(thr);
-        v8f c = splat(0.0f);
-        for (int t = 0; t < ntiles; t++) {
-            const int j0 = t * TILE, n = V - j0 < TILE ? V - j0 : TILE;
-            tile_logits(k1, n, logp + rows[r] * ldl + j0, P + (int64_t)j0 * k1, yk, wr + j0);
-            for (int j = 0; j < n; j += 8) {
-                const v8f v = exp_nonpos8(load8(wr + j0 + j) - vm) * vinv;
-                store8(wr + j0 + j, v);
-                c += select8(v > vthr, splat(1.0f), splat(0.0f));
-            }
-        }
-        cnt[r] = hsum8(c);
-    }
-}
-
-/* Pass 2a, for the rows that may prune: the count of weights above thr, from the logits alone
-   (w_j > thr  <=>  E_j > m + log(thr Z)): no exponentials, nothing written but the count. */
-static inline __attribute__((always_inline)) void count_block(
-        int R, int V, const int k1, const float *yaug, const float *logp, int64_t ldl,
-        const int64_t *rows, const float *P, const float *mz, float thr, float *cnt) {
-    const int ntiles = (V + TILE - 1) / TILE;
-    v8f yk[MAX_D + 1];
-    float buf[TILE];
-    for (int r = 0; r < R; r++) {
-        for (int k = 0; k < k1; k++) yk[k] = splat(yaug[(int64_t)r * k1 + k]);
-        const v8f cut = splat(mz[2 * r] + logf(thr * mz[2 * r + 1]));
-        v8i c = {0};
-        for (int t = 0; t < ntiles; t++) {
-            const int j0 = t * TILE, n = V - j0 < TILE ? V - j0 : TILE;
-            tile_logits(k1, n, logp + rows[r] * ldl + j0, P + (int64_t)j0 * k1, yk, buf);
-            for (int j = 0; j < n; j += 8) c += load8(buf + j) > cut;
-        }
-        cnt[r] = hsum8i(c);
-    }
 }
 
 /* log x for x >= 0 (float32): -inf for 0 and for subnormals (what the solver's
@@ -277,7 +337,7 @@ void ard_log(int64_t n, const float *x, float *out) {
     }
 }
 
-/* The two entry points. yaug (R, k1) float32 = [rho y, -rho^2 / 2] per row; logp: log
+/* The full-codebook entry points. yaug (R, k1) float32 = [rho y, -rho^2 / 2] per row; logp: log
    probabilities, row rows[r] at logp + rows[r] * ldl, V entries; P: the codebook [C, |c|^2]
    packed by chunks of 8 entries, P[c][k][l] = CaugT[k][8 c + l] ((V / 8, k1, 8) contiguous:
    each chunk's k1 vectors adjacent, one sequential stream; rows of CaugT V floats apart alias
@@ -285,8 +345,7 @@ void ard_log(int64_t n, const float *x, float *out) {
    e^(E - m) Z (out of the first, into the second).
    ard_posterior_sums -> D (R, k1 - 1) float64, mz (the largest weight is 1 / Z) and lb (R,),
    a lower bound on the count of weights > thr (0 < thr < 1);
-   ard_posterior_count -> cnt (R,) = #{j : w_j > thr};
-   ard_posterior_weights -> w (R, V) (and the count).
+   ard_posterior_prune (below) -> for the rows that may prune, the entries with w_j > thr.
    Return 0; -1 for unsupported sizes (V not a multiple of 8, k1 > MAX_D + 1); -2 out of
    memory. The codebook dimensions of the presets run as compile-time constants (unrolled). */
 #define DISPATCH(CALL_K1) \
@@ -302,22 +361,135 @@ int ard_posterior_sums(int R, int V, int k1, const float *yaug, const float *log
 #undef SUMS
 }
 
-int ard_posterior_count(int R, int V, int k1, const float *yaug, const float *logp,
-                        int64_t ldl, const int64_t *rows, const float *P, const float *mz,
-                        float thr, float *cnt) {
-    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8) return -1;
-#define COUNT(K) do { count_block(R, V, K, yaug, logp, ldl, rows, P, mz, thr, cnt); \
-                      return 0; } while (0)
-    DISPATCH(COUNT)
-#undef COUNT
+/* ---------------------------------------------------------------------------------------------
+   Pruning: the entries a row keeps (replaces a count pass, a weights pass and a selection over
+   the (R, V) weights). For each row: its logits E (tile_logits, as every pass) and the entries
+   with E_j > m + log(thr Z) (that is, w_j > thr). Their count goes to
+   cnt[r]; when it is <= M their indices, ascending, go to idx[r, :cnt] and -1 fills the rest.
+   A row whose count passes M stops there (cnt[r] is then a lower bound, > M). */
+static inline __attribute__((always_inline)) void prune_block(
+        int R, int V, const int k1, const float *yaug, const float *logp, int64_t ldl,
+        const int64_t *rows, const float *P, const float *mz, float thr, int M, float *cnt,
+        int64_t *idx) {
+    const int ntiles = (V + TILE - 1) / TILE;
+    v8f yk[MAX_D + 1];
+    float E[TILE];
+    for (int r = 0; r < R; r++) {
+        for (int k = 0; k < k1; k++) yk[k] = splat(yaug[(int64_t)r * k1 + k]);
+        const float cut = mz[2 * r] + logf(thr * mz[2 * r + 1]);
+        const v8f vcut = splat(cut);
+        int64_t *out = idx + (int64_t)r * M;
+        int n = 0;
+        for (int t = 0; t < ntiles && n <= M; t++) {
+            const int j0 = t * TILE, nt = V - j0 < TILE ? V - j0 : TILE;
+            tile_logits(k1, nt, logp + rows[r] * ldl + j0, P + (int64_t)j0 * k1, yk, E);
+            for (int j = 0; j < nt && n <= M; j += 8) {
+                if (!any8(load8(E + j) > vcut)) continue;
+                for (int l = 0; l < 8; l++) {
+                    if (!(E[j + l] > cut)) continue;
+                    if (n < M) out[n] = j0 + j + l;
+                    n++;
+                }
+            }
+        }
+        cnt[r] = (float)n;
+        for (int i = n; i < M; i++) out[i] = -1;
+    }
 }
 
-int ard_posterior_weights(int R, int V, int k1, const float *yaug, const float *logp,
-                          int64_t ldl, const int64_t *rows, const float *P, const float *mz,
-                          float thr, float *w, float *cnt) {
-    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8) return -1;
-#define WEIGHTS(K) do { weights_block(R, V, K, yaug, logp, ldl, rows, P, mz, thr, w, cnt); \
-                        return 0; } while (0)
-    DISPATCH(WEIGHTS)
-#undef WEIGHTS
+int ard_posterior_prune(int R, int V, int k1, const float *yaug, const float *logp, int64_t ldl,
+                        const int64_t *rows, const float *P, const float *mz, float thr, int M,
+                        float *cnt, int64_t *idx) {
+    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8 || M < 1) return -1;
+#define PRUNE(K) do { prune_block(R, V, K, yaug, logp, ldl, rows, P, mz, thr, M, cnt, idx); \
+                      return 0; } while (0)
+    DISPATCH(PRUNE)
+#undef PRUNE
+}
+
+/* ---------------------------------------------------------------------------------------------
+   The pruned steps (float64; `kernels.pruned_denoiser` and `kernels.collapse_margin`, same
+   formulas, one row at a time: a row's result depends on its own entries only). Row r of the
+   call is solver row rows[r]: its entries Cs[rows[r]] (M, d) and log probs lps[rows[r]] (M);
+   y (R, d) and rho (R,) per call row. */
+
+/* E_j = lps_j - |y - rho c_j|^2 / 2 into E (M,). */
+static inline void pruned_logits_row(int M, int d, const double *y, double rho,
+                                     const double *Cs, const double *lps, double *E) {
+    for (int j = 0; j < M; j++) {
+        const double *c = Cs + (int64_t)j * d;
+        double s = 0.0;
+        for (int k = 0; k < d; k++) {
+            const double u = y[k] - rho * c[k];
+            s += u * u;
+        }
+        E[j] = lps[j] - 0.5 * s;
+    }
+}
+
+/* D (R, d) = the posterior mean over each row's entries; gap (R,) = its top-2 log-weight gap
+   (inf with one entry). */
+int ard_pruned_denoiser(int R, int M, int d, const int64_t *rows, const double *y,
+                        const double *rho, const double *Cs, const double *lps, double *D,
+                        double *gap) {
+    if (M < 1 || d < 1 || d > MAX_D) return -1;
+    double *E = malloc(sizeof(double) * (size_t)M);
+    if (!E) return -2;
+    for (int r = 0; r < R; r++) {
+        const double *C = Cs + rows[r] * (int64_t)M * d, *yr = y + (int64_t)r * d;
+        pruned_logits_row(M, d, yr, rho[r], C, lps + rows[r] * (int64_t)M, E);
+        double m1 = -INFINITY, m2 = -INFINITY;
+        for (int j = 0; j < M; j++) {
+            if (E[j] > m1) { m2 = m1; m1 = E[j]; }
+            else if (E[j] > m2) m2 = E[j];
+        }
+        gap[r] = M < 2 ? INFINITY : m1 - m2;
+        double z = 0.0, a[MAX_D] = {0};
+        for (int j = 0; j < M; j++) {
+            const double e = exp(E[j] - m1);  /* exp(-inf) = 0 */
+            z += e;
+            const double *c = C + (int64_t)j * d;
+            for (int k = 0; k < d; k++) a[k] += e * c[k];
+        }
+        for (int k = 0; k < d; k++) D[(int64_t)r * d + k] = a[k] / z;
+    }
+    free(E);
+    return 0;
+}
+
+/* The winner k (R,) (index into M) and the smallest future log-weight gap (R,): see
+   `kernels.collapse_margin`. */
+int ard_collapse_margin(int R, int M, int d, const int64_t *rows, const double *y,
+                        const double *rho, const double *Cs, const double *lps, int64_t *win,
+                        double *margin) {
+    if (M < 1 || d < 1 || d > MAX_D) return -1;
+    double *E = malloc(sizeof(double) * (size_t)M);
+    if (!E) return -2;
+    for (int r = 0; r < R; r++) {
+        const double *C = Cs + rows[r] * (int64_t)M * d, *yr = y + (int64_t)r * d;
+        const double *lp = lps + rows[r] * (int64_t)M, rh = rho[r];
+        pruned_logits_row(M, d, yr, rh, C, lp, E);
+        int k = 0;
+        for (int j = 1; j < M; j++) if (E[j] > E[k]) k = j;  /* first maximum, as argmax */
+        const double *ck = C + (int64_t)k * d;
+        double best = INFINITY;
+        for (int j = 0; j < M; j++) {
+            if (isinf(lp[j])) continue;
+            const double *c = C + (int64_t)j * d;
+            double dist2 = 0.0, slope = 0.0;
+            for (int i = 0; i < d; i++) {
+                const double diff = ck[i] - c[i];
+                dist2 += diff * diff;
+                slope += (yr[i] - rh * c[i]) * diff;
+            }
+            if (dist2 == 0.0) continue;  /* j == k, or c_j == c_k: indistinguishable */
+            const double dip = slope < 0.0 ? slope * slope / (2.0 * dist2) : 0.0;
+            const double g = (E[k] - E[j]) - dip;
+            if (g < best) best = g;
+        }
+        win[r] = k;
+        margin[r] = best;
+    }
+    free(E);
+    return 0;
 }

@@ -134,10 +134,13 @@ class _Chunk:
 
     # -- pruning ---------------------------------------------------------------------------
     def _prune(self, rows: Tensor, idx: Tensor) -> None:
-        """Restrict `rows` to the entries idx (n, M)."""
+        """Restrict `rows` to the entries idx (n, M); -1 pads (an inert entry: log p = -inf)."""
+        pad = idx < 0
+        idx = idx.clamp(min=0)
         self.idx[rows] = idx
         self.Cs[rows] = self.fm.C64[idx]
-        self.lps[rows] = log_probs(self.probs[rows.unsqueeze(1), idx].double())
+        self.lps[rows] = log_probs(self.probs[rows.unsqueeze(1), idx].double()).masked_fill(
+            pad, -math.inf)
         self.pruned[rows] = True
         self.gap[rows] = float("inf")  # unknown: check the certificate at the next decision
         self.rho_prune[rows] = self.rho(self.n) * self.fm.tv.scale
@@ -159,7 +162,8 @@ class _Chunk:
         elif rows.numel():
             rows = rows[_count_above(self.probs[rows], self.fm.prune_threshold) <= self.fm.M]
         if rows.numel():
-            self._prune(rows, self.logp[rows].topk(self.fm.M, dim=-1).indices)
+            self._prune(rows, entries_above(self.logp[rows], math.log(self.fm.prune_threshold),
+                                            self.fm.M))
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
@@ -198,7 +202,7 @@ class _Chunk:
                 ok = ((cnt <= fm.M) & peaked).nonzero().squeeze(1)
                 if ok.numel():
                     r = rows[ids[:n]][ok]
-                    self.cand[r] = w[:n][ok].topk(fm.M, dim=-1).indices
+                    self.cand[r] = entries_above(w[:n][ok], fm.prune_threshold, fm.M)
                     self.cand_ok[r] = True
         self.full_evals[_rows_index(rows)] += 1
         return out
@@ -215,22 +219,24 @@ class _Chunk:
         # with more than M weights certainly above the threshold cannot prune
         peaked = ((rho * fm.tv.scale >= fm.cfg.prune_from)
                   & (mz[:, 1].reciprocal() >= 0.5 / fm.M) & (lb <= fm.M)).nonzero().squeeze(1)
-        if peaked.numel():
-            cnt = native.posterior_count(yaug.index_select(0, peaked), self.logp, rows[peaked],
-                                         fm.packed, mz.index_select(0, peaked),
-                                         fm.prune_threshold)
-            ok = peaked[cnt <= fm.M]
-            for s in range(0, ok.numel(), fm.R * 8):  # their weights, for the top-M entries
-                ids = ok[s : s + fm.R * 8]
-                w, _ = native.posterior_weights(yaug.index_select(0, ids), self.logp, rows[ids],
-                                                fm.packed, mz.index_select(0, ids),
-                                                fm.prune_threshold)
-                self.cand[rows[ids]] = w.topk(fm.M, dim=-1).indices
-                self.cand_ok[rows[ids]] = True
+        if peaked.numel():  # their count above the threshold and, where <= M, top-M entries
+            cnt, idx = native.posterior_prune(yaug.index_select(0, peaked), self.logp,
+                                              rows[peaked], fm.packed,
+                                              mz.index_select(0, peaked), fm.prune_threshold,
+                                              fm.M)
+            ok = cnt <= fm.M
+            if bool(ok.any()):
+                r = rows[peaked[ok]]
+                self.cand[r] = idx[ok]
+                self.cand_ok[r] = True
         self.full_evals[_rows_index(rows)] += 1
         return D
 
     def _evaluate_pruned(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
+        if self.fm.packed is not None:  # the compiled kernels: every row in one call
+            out, self.gap[rows] = native.pruned_denoiser(rows, y, rho, self.Cs, self.lps)
+            self.pruned_evals[_rows_index(rows)] += 1
+            return out
         out = torch.empty_like(y)
         pos = torch.arange(rows.numel(), device=rows.device)
         for ids, n in self.fm.pruned_blocks(pos):
@@ -257,11 +263,19 @@ class _Chunk:
         # The certificate needs every gap >= certify_margin; a row whose top-2 gap at the last
         # evaluation (the predicted point) was far below cannot pass it: skip the check.
         cand = self.pruned[rows] & (self.gap[rows] >= fm.cfg.certify_margin - _GAP_SLACK)
-        for ids, n in fm.pruned_blocks(rows[cand | force]):
+        check = rows[cand | force]
+        # the compiled kernel: every row in one call; else blocks (`pruned_blocks`)
+        parts = ([(check, check.numel())] if fm.packed is not None and check.numel()
+                 else fm.pruned_blocks(check))
+        for ids, n in parts:
             rho = self._rho_rows(self.n, ids)
-            k, margin = K.collapse_margin(self.y.index_select(0, ids),
-                                          self.Cs.index_select(0, ids),
-                                          self.lps.index_select(0, ids), rho)
+            if fm.packed is not None:
+                k, margin = native.collapse_margin(ids, self.y.index_select(0, ids), rho,
+                                                   self.Cs, self.lps)
+            else:
+                k, margin = K.collapse_margin(self.y.index_select(0, ids),
+                                              self.Cs.index_select(0, ids),
+                                              self.lps.index_select(0, ids), rho)
             ok = (margin >= fm.cfg.certify_margin)[:n] | force
             r = ids[:n][ok]
             self.tokens[r] = self.idx[r].gather(1, k[:n][ok].unsqueeze(1)).squeeze(1)
@@ -323,6 +337,16 @@ def _take(t: Tensor, at: Tensor | slice) -> Tensor:
     """t[at] along dim 0 (`_rows_index`): a view for a slice, index_select for ids (the same
     elements; several times faster than advanced indexing on the CPU)."""
     return t[at] if isinstance(at, slice) else t.index_select(0, at)
+
+
+def entries_above(x: Tensor, cut: float, M: int) -> Tensor:
+    """The entries of each row of x (n, V) that are > cut, at most M of them (the caller
+    checked): their indices ascending, then -1 up to M entries, (n, M) int64. The compiled
+    kernel's `posterior_prune` returns the same for the posterior weights."""
+    vals, ind = x.topk(M, dim=-1)
+    V = x.shape[-1]
+    ind = torch.where(vals > cut, ind, V).sort(dim=-1).values
+    return ind.masked_fill(ind == V, -1)
 
 
 def _count_above(w: Tensor, thr: float) -> Tensor:

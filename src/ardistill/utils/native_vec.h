@@ -23,6 +23,16 @@ static inline v8f select8(v8i mask, v8f a, v8f b) {  /* mask ? a : b, lane by la
 #endif
 }
 
+/* Whether any lane of a comparison mask is set. */
+static inline int any8(v8i mask) {
+#if defined(__AVX__)
+    return __builtin_ia32_movmskps256((v8f)mask) != 0;
+#else
+    for (int l = 0; l < 8; l++) if (mask[l]) return 1;
+    return 0;
+#endif
+}
+
 /* e^x for x <= 0: 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p of degree 6 (relative error
    below 2e-7); 0 for x < -87.3 (and for -inf). */
 static inline v8f exp_nonpos8(v8f x) {
