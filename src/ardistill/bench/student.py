@@ -24,8 +24,10 @@ import torch
 
 from ardistill.bench.timing import machine_header, steady_time
 from ardistill.errors import UserError
+from ardistill.student.int8 import use_int8
 from ardistill.student.procedure import few_step
 from ardistill.student.registry import build_student
+from ardistill.teachers.fast_linear import set_cpu_int8
 from ardistill.teachers.llamagen.config import GPT_SIZES
 from ardistill.teachers.registry import all_presets, load_teacher
 from ardistill.utils import dtypes
@@ -43,6 +45,7 @@ class Options:
     device: str = 'cpu'
     threads: int = 0
     compile: bool = False
+    int8: bool = False
     quick: bool = False
     official_dd: Path | None = None
     json: Path | None = None
@@ -182,6 +185,20 @@ def _bench_preset(name: str, args, steps: list[int], batches: list[int], repeats
             res = time_student(student, teacher, t_list, preset.dd.split, b, repeats)
             print(_line(f"  ardistill {name}", res), flush=True)
             out.append({"preset": name, "impl": "ardistill", **res})
+            if args.int8:  # the same student with int8 linear layers, right after
+                try:
+                    use_int8(student, compiled=args.compile)
+                except UserError as e:
+                    print(f"  {name} int8: {e}; skipped", flush=True)
+                    continue
+                try:
+                    res8 = time_student(student, teacher, t_list, preset.dd.split, b, repeats)
+                finally:
+                    set_cpu_int8(student, False)
+                print(_line(f"  ardistill {name} int8", res8), flush=True)
+                print(f"  {'':<24} int8 speed-up over {dtype}: "
+                      f"{res['s_per_image'] / res8['s_per_image']:.2f}x", flush=True)
+                out.append({"preset": name, "impl": "ardistill-int8", **res8})
             if size is not None:
                 res = time_official_dd(args.official_dd, size, t_list, preset.dd.split, b,
                                        repeats, args.threads)

@@ -85,6 +85,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     add_dtype(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the student (and the "
                    "VAR teacher's blocks)")
+    p.add_argument("--int8", action="store_true",
+                   help="CPU: the student's linear layers in int8 (weights per channel, "
+                   "activations per call; lossy: docs/student-llamagen.md); needs a float32 "
+                   "LlamaGen-family student (--dtype fp32 where auto picks bf16)")
     p.add_argument("--no-pngs", action="store_true", help="no per-image PNGs (grid and npz only)")
     p.add_argument("--out", required=True, help="output folder")
 
@@ -125,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
         except argparse.ArgumentTypeError as e:
             raise ValueError(f"--classes: {e}") from e
     models = Models(args.teacher, args.tokenizer_ckpt, args.student, args.device, args.dtype,
-                    args.compile)
+                    args.compile, args.int8)
     return SampleConfig(models, method_from_args(args), num=args.num,
                         batch_size=args.batch_size, seed=args.seed, classes=classes,
                         captions=args.captions, flow_steps=args.flow_steps, out=args.out,

@@ -44,6 +44,7 @@ from ardistill.sampling.spec import (
 )
 from ardistill.student.base import Student
 from ardistill.student.files import load_student_file
+from ardistill.student.int8 import use_int8
 from ardistill.teachers.base import Condition, Teacher
 from ardistill.teachers.preset import DDDefaults
 from ardistill.teachers.registry import all_presets, load_teacher
@@ -137,6 +138,8 @@ def load_sampling_student(cfg: SampleConfig, teacher: Teacher) -> tuple[Student,
     m = cfg.models
     student, hints = load_student_file(teacher, student_path(cfg), device=m.device,
                                        dtype=dtypes.resolve(m.dtype, m.device))
+    if m.int8:
+        use_int8(student, compiled=m.compile)
     if m.compile:
         student = torch.compile(student)
     return student, hints

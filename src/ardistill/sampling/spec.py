@@ -45,7 +45,8 @@ class Models:
     """teacher: a preset, a model checkpoint or a `module:function` factory
     (`teachers.registry.load_teacher`); tokenizer_ckpt: its VQ file (official presets);
     student: a student file for the DD methods (None: the preset's shipped student);
-    dtype: fp32 | bf16 | fp16 | auto (`utils.dtypes`: bf16 where it is fast, else fp32)."""
+    dtype: fp32 | bf16 | fp16 | auto (`utils.dtypes`: bf16 where it is fast, else fp32);
+    int8: the student's linear layers in int8 on the CPU (`student.int8`; lossy)."""
 
     teacher: str
     tokenizer_ckpt: str | None = None
@@ -53,6 +54,7 @@ class Models:
     device: str = "cpu"
     dtype: str = "auto"
     compile: bool = False
+    int8: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtypes.canonical(self.dtype))

@@ -1,4 +1,4 @@
-"""`nn.Linear` with an optional oneDNN-packed CPU inference path.
+"""`nn.Linear` with an optional oneDNN-packed CPU inference path (and an optional int8 one).
 
 Why: AR decoding multiplies every weight matrix by a handful of rows (batch x 2 for CFG). On
 the CPUs we measured (AMD EPYC, torch 2.13 CPU wheel) MKL's sgemm is slow for 2-16 rows, about
@@ -11,6 +11,8 @@ Cost: one extra copy of the packed weights in memory.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +39,34 @@ def _compiling() -> bool:
     return bool(compiler is not None and compiler.is_compiling())
 
 
+def _int8_supported() -> bool:
+    ops = getattr(torch.ops, "quantized", None)
+    return bool(ops is not None and hasattr(ops, "linear_prepack")
+                and hasattr(ops, "linear_dynamic")
+                and torch.backends.quantized.engine in ("x86", "fbgemm", "onednn"))
+
+
+def int8_weight(w: Tensor) -> Tensor:
+    """The symmetric per-output-channel int8 copy of a float weight (out, in): scale =
+    max |w_row| / 127 (zero point 0), as torch's dynamic quantization makes it."""
+    w = w.detach().float()
+    scale = (w.abs().amax(1) / 127.0).clamp(min=1e-12).double()
+    zero = torch.zeros(w.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # torch >= 2.10 marks quantized tensors deprecated
+        warnings.filterwarnings("ignore", message=".*quantize_per_channel.*deprecated")
+        return torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+
+
 class FastLinear(nn.Linear):
-    """A drop-in `nn.Linear` (same parameters and keys) with the packed CPU path."""
+    """A drop-in `nn.Linear` (same parameters and keys) with the packed CPU path, and an
+    optional int8 CPU inference path (`set_cpu_int8`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.cpu_packing = False
+        self.cpu_int8 = False
         self._packed: tuple[tuple, Tensor] | None = None
+        self._int8: tuple[tuple, object] | None = None
 
     def __getstate__(self) -> dict:
         # the packed copy is an opaque oneDNN tensor (not copyable, not picklable): a copy or a
@@ -52,11 +75,12 @@ class FastLinear(nn.Linear):
             self.__dict__)
         state = dict(state)
         state["_packed"] = None
+        state["_int8"] = None
         return state
 
     def _use_packed(self, x: Tensor) -> bool:
         return (
-            self.cpu_packing
+            (self.cpu_packing or self.cpu_int8)
             and not self.training
             and not torch.is_grad_enabled()
             and x.device.type == "cpu"
@@ -72,8 +96,20 @@ class FastLinear(nn.Linear):
             self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
         return self._packed[1]
 
+    def _int8_packed(self):
+        key = weight_key(self.weight)
+        if self._int8 is None or self._int8[0] != key:
+            bias = None if self.bias is None else self.bias.detach().float()
+            self._int8 = (key, torch.ops.quantized.linear_prepack(int8_weight(self.weight),
+                                                                  bias))
+        return self._int8[1]
+
     def forward(self, x: Tensor) -> Tensor:
         if self._use_packed(x):
+            if self.cpu_int8:
+                # activations quantized per call (per tensor, 7-bit range: fbgemm's
+                # overflow-safe setting on CPUs without VNNI, as torch's dynamic Linear)
+                return torch.ops.quantized.linear_dynamic(x, self._int8_packed(), True)
             return torch.ops.mkldnn._linear_pointwise(
                 x, self._packed_weight(), self.bias, "none", [], ""
             )
@@ -89,4 +125,19 @@ def set_cpu_packing(module: nn.Module, enabled: bool) -> bool:
             m.cpu_packing = enabled
             if not enabled:
                 m._packed = None
+    return enabled
+
+
+def set_cpu_int8(module: nn.Module, enabled: bool) -> bool:
+    """Run every FastLinear inside `module` in int8 for float32 CPU inference (eval, no
+    gradient): weights quantized per output channel once (redone when a weight changes),
+    activations per call, int32 accumulation (fbgemm / oneDNN through
+    `torch.ops.quantized.linear_dynamic`). Lossy: docs/students.md has its measured fidelity.
+    Returns whether it is enabled (False where this torch build lacks the quantized ops)."""
+    enabled = enabled and _int8_supported()
+    for m in module.modules():
+        if isinstance(m, FastLinear):
+            m.cpu_int8 = enabled
+            if not enabled:
+                m._int8 = None
     return enabled
