@@ -52,3 +52,20 @@ def test_official_sizes_of_presets():
     assert official_size(PRESETS["llamagen-b"]) == "GPT-B"
     assert official_size(PRESETS["llamagen-l"]) == "GPT-L"
     assert official_size(PRESETS["llamagen-xl-t2i"]) is None  # dd.py has no t2i student
+
+
+def test_cli_int8_rows_follow_each_fp32_row(capsys, tmp_path):
+    out_json = tmp_path / "r.json"
+    rc = main(["bench", "student", "--presets", "mnist-llamagen,mnist-var", "--steps", "1",
+               "--quick", "--dtype", "fp32", "--int8", "--json", str(out_json)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.count("int8 speed-up over fp32:") == 4  # 2 presets x batches 1 and 2
+    rows = json.loads(out_json.read_text())
+    assert [r["impl"] for r in rows] == ["ardistill", "ardistill-int8"] * 4
+    assert all(r["s_per_image"] > 0 for r in rows)
+    # bf16: the bf16 rows run, the int8 ones are skipped with the reason
+    rc = main(["bench", "student", "--presets", "mnist-llamagen", "--steps", "1", "--quick",
+               "--dtype", "bf16", "--int8"])
+    assert rc == 0
+    assert "int8: --int8 needs a float32 student on the CPU" in capsys.readouterr().out

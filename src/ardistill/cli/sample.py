@@ -88,7 +88,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true",
                    help="CPU: the student's linear layers in int8 (weights per channel, "
                    "activations per call; lossy: docs/student-llamagen.md); needs a float32 "
-                   "LlamaGen-family student (--dtype fp32 where auto picks bf16)")
+                   "LlamaGen or VAR student (--dtype fp32 where auto picks bf16)")
     p.add_argument("--no-pngs", action="store_true", help="no per-image PNGs (grid and npz only)")
     p.add_argument("--out", required=True, help="output folder")
 

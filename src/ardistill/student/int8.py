@@ -19,17 +19,17 @@ from ardistill.teachers.fast_linear import set_cpu_int8
 
 
 def use_int8(student, *, compiled: bool = False) -> None:
-    """Switch `student`'s linear layers to int8 CPU inference; UserError naming the problem
-    where it cannot apply (a family without it, not a float32 CPU student, a compiled
-    student, a torch build without the quantized ops)."""
+    """Switch `student`'s linear layers to int8 CPU inference (LlamaGen and VAR students);
+    UserError naming the problem where it cannot apply (another family, not a float32 CPU
+    student, a compiled student, a torch build without the quantized ops)."""
     family = getattr(student, "family", None)
-    if family != "llamagen":
-        raise UserError(f"--int8 is implemented for LlamaGen-family students, not {family!r}")
+    if family not in ("llamagen", "var"):
+        raise UserError(f"--int8 is implemented for LlamaGen and VAR students, not {family!r}")
     p = next(student.parameters())
     if p.device.type != "cpu" or p.dtype != torch.float32:
         raise UserError(f"--int8 needs a float32 student on the CPU (got {p.dtype} on "
                         f"{p.device}): pass --dtype fp32 --device cpu")
-    if compiled:
+    if compiled or getattr(student, "_compiled", None) is not None:
         raise UserError("--int8 and --compile do not combine (compiled graphs pick their own "
                         "kernels)")
     if not set_cpu_int8(student, True):

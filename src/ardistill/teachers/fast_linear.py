@@ -104,16 +104,19 @@ class FastLinear(nn.Linear):
                                                                   bias))
         return self._int8[1]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """x @ W^T + b; `bias` given: it replaces the module's own (VAR's qkv product takes a
+        bias assembled per call from separate q and v biases)."""
+        b = self.bias if bias is None else bias
         if self._use_packed(x):
             if self.cpu_int8:
                 # activations quantized per call (per tensor, 7-bit range: fbgemm's
                 # overflow-safe setting on CPUs without VNNI, as torch's dynamic Linear)
-                return torch.ops.quantized.linear_dynamic(x, self._int8_packed(), True)
-            return torch.ops.mkldnn._linear_pointwise(
-                x, self._packed_weight(), self.bias, "none", [], ""
-            )
-        return F.linear(x, self.weight, self.bias)
+                y = torch.ops.quantized.linear_dynamic(x, self._int8_packed(), True)
+                return y if bias is None else y + bias
+            return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight(), b, "none", [],
+                                                      "")
+        return F.linear(x, self.weight, b)
 
 
 def set_cpu_packing(module: nn.Module, enabled: bool) -> bool:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ardistill.student.base import StudentOutput
 from ardistill.teachers.base import Condition, TokenLayout
+from ardistill.teachers.fast_linear import FastLinear
 from ardistill.teachers.var.config import VARConfig
 from ardistill.teachers.var.model import AdaLNBeforeHead, AdaLNSelfAttn
 
@@ -88,7 +89,7 @@ class ContinuousHead(nn.Module):
         super().__init__()
         self.dim = dim
         self.scale_shift_table = nn.Parameter(torch.zeros(2, dim))  # row 0 shift, row 1 scale
-        self.linear = nn.Linear(dim, out, bias=True)
+        self.linear = FastLinear(dim, out, bias=True)
 
     def forward(self, h: Tensor, cond: Tensor) -> Tensor:
         """h: (B, n, C); cond: (B, C) -> (B, n, out). dd.py FinalLayer: `shift, scale =
@@ -144,7 +145,7 @@ class VARStudent(nn.Module):
             [AdaLNSelfAttn(C, v.heads, v.mlp_ratio, v.norm_eps) for _ in range(v.depth)]
         )
         self.head_nm = AdaLNBeforeHead(C, v.norm_eps)
-        self.head = nn.Linear(C, v.vocab_size)
+        self.head = FastLinear(C, v.vocab_size)
         self.n_d_embed = nn.Embedding(2, C)
         self.layerwise_n_d_embed = nn.ModuleList([nn.Linear(C, C) for _ in range(v.depth + 1)])
         self.final_layer_conti = ContinuousHead(C, v.cvae)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ardistill.teachers.fast_linear import FastLinear
 from ardistill.teachers.var.config import VARConfig
 
 # Official `torch.log(torch.tensor(100)).item()`: a float32 log, so the clamp is bit-equal.
@@ -37,11 +38,11 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), math.log(4.0)))
-        self.mat_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.mat_qkv = FastLinear(dim, 3 * dim, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim))
         self.v_bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("zero_k_bias", torch.zeros(dim))  # keys have no bias
-        self.proj = nn.Linear(dim, dim)
+        self.proj = FastLinear(dim, dim)
 
     def forward(self, x: Tensor, attn_bias: Tensor | None, cache: KVCache | None = None,
                 start: int = 0) -> Tensor:
@@ -49,7 +50,7 @@ class SelfAttention(nn.Module):
         and the queries attend to cache[:start+n]; `attn_bias` (1, 1, n, start+n) or None."""
         B, n, C = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, n, 3, self.heads, self.head_dim)
+        qkv = self.mat_qkv(x, bias).view(B, n, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, n, hd), strided views
         # L2-normalise q and k (F.normalize's eps) and fold exp(min(scale_mul, ln 100)) into
         # q's per-row factor: one pass over q and k instead of two.
@@ -72,8 +73,8 @@ class SelfAttention(nn.Module):
 class FFN(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = FastLinear(dim, hidden)
+        self.fc2 = FastLinear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
@@ -85,7 +86,7 @@ class AdaLNSelfAttn(nn.Module):
         self.dim, self.eps = dim, eps
         self.attn = SelfAttention(dim, heads)
         self.ffn = FFN(dim, round(dim * mlp_ratio))
-        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.ada_lin = nn.Sequential(nn.SiLU(), FastLinear(dim, 6 * dim))
 
     def modulation(self, cond: Tensor) -> tuple[Tensor, ...]:
         """cond: (B, C) -> (gamma1, gamma2, 1 + scale1, 1 + scale2, shift1, shift2), each
@@ -135,7 +136,7 @@ class VAR(nn.Module):
             [AdaLNSelfAttn(C, cfg.heads, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.depth)]
         )
         self.head_nm = AdaLNBeforeHead(C, cfg.norm_eps)
-        self.head = nn.Linear(C, cfg.vocab_size)
+        self.head = FastLinear(C, cfg.vocab_size)
 
     # ---- pieces shared by teacher forcing and the KV-cache session ----
     def sos(self, cond: Tensor) -> Tensor:
