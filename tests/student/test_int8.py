@@ -1,5 +1,5 @@
 """int8 CPU inference of the linear layers (`teachers.fast_linear.set_cpu_int8`,
-`student.int8.use_int8`, `ardistill sample --int8`, `ardistill bench student --int8`):
+`teachers.int8`, `ardistill sample --int8`, `ardistill bench student|teacher --int8`): students
 close to float32, the float path untouched where it must be, clear errors elsewhere."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from tests.student.test_llamagen_student import (  # noqa: F401 (fixtures)
 
 import ardistill.teachers.fast_linear as fl
 from ardistill.errors import UserError
-from ardistill.student.int8 import use_int8
 from ardistill.student.llamagen import build_student
 from ardistill.teachers.fast_linear import FastLinear, int8_weight, set_cpu_int8
+from ardistill.teachers.int8 import use_int8
 
 
 def test_int8_linear_is_close_to_float_and_follows_its_weight():
@@ -125,3 +125,44 @@ def test_sample_int8_cli_records_it(tmp_path):
                  "--num", "2", "--batch-size", "2", "--no-pngs", "--int8",
                  "--out", str(bad)]) != 0
     assert not (bad / "samples.npz").exists()
+
+
+def test_int8_teachers_track_fp32(cfgs):  # noqa: F811
+    from ardistill.teachers.base import Condition
+    from ardistill.teachers.int8 import stop_int8, teacher_network, use_int8_teacher
+    from ardistill.teachers.var.tiny import tiny_teacher
+
+    lg = make_teacher(cfgs, "c2i")
+    tokens = torch.randint(0, lg.vocab_size, (2, lg.layout.num_positions),
+                           generator=torch.Generator().manual_seed(0))
+    cond = Condition(labels=torch.tensor([4, 9]))
+    ref = lg.forward_logits(tokens, cond)
+    use_int8_teacher(lg)
+    assert teacher_network(lg) is lg.gpt and lg.gpt.output.cpu_int8
+    got = lg.forward_logits(tokens, cond)
+    assert 0 < (got - ref).abs().max() < 0.05 * ref.abs().max()
+    stop_int8(lg)
+    torch.testing.assert_close(lg.forward_logits(tokens, cond), ref, atol=1e-4, rtol=0)
+    var = tiny_teacher(0).eval()
+    use_int8_teacher(var)
+    assert var.model.blocks[0].attn.mat_qkv.cpu_int8
+    stop_int8(var)
+    assert not var.model.blocks[0].attn.mat_qkv.cpu_int8
+    var.set_compile(True)
+    with pytest.raises(UserError, match="--compile"):
+        use_int8_teacher(var)
+
+    class Other:
+        family = "maskgit"
+    with pytest.raises(UserError, match="LlamaGen and VAR teachers"):
+        use_int8_teacher(Other())
+
+
+def test_bench_teacher_int8_rows(capsys):
+    from ardistill.cli import main
+
+    rc = main(["bench", "teacher", "--presets", "mnist-llamagen", "--quick", "--dtype", "fp32",
+               "--int8"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.count("ardistill mnist-llamagen int8") == 2 and "int8 speed-up:" in out

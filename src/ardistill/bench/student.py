@@ -24,10 +24,10 @@ import torch
 
 from ardistill.bench.timing import machine_header, steady_time
 from ardistill.errors import UserError
-from ardistill.student.int8 import use_int8
 from ardistill.student.procedure import few_step
 from ardistill.student.registry import build_student
 from ardistill.teachers.fast_linear import set_cpu_int8
+from ardistill.teachers.int8 import use_int8
 from ardistill.teachers.llamagen.config import GPT_SIZES
 from ardistill.teachers.registry import all_presets, load_teacher
 from ardistill.utils import dtypes

@@ -25,6 +25,7 @@ import torch
 from ardistill.bench.timing import machine_header
 from ardistill.errors import UserError
 from ardistill.teachers.base import MultinomialChooser, decode
+from ardistill.teachers.int8 import stop_int8, use_int8_teacher
 from ardistill.teachers.registry import all_presets, load_teacher
 from ardistill.utils import dtypes
 
@@ -40,6 +41,7 @@ class Options:
     device: str = 'cpu'
     threads: int = 0
     compile: bool = False
+    int8: bool = False
     quick: bool = False
     official_llamagen: Path | None = None
     json: Path | None = None
@@ -134,6 +136,20 @@ def _bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dic
         res = time_teacher(teacher, b, repeats, compile=args.compile)
         print(_line(f"  ardistill {name}", res), flush=True)
         out.append({"preset": name, "impl": "ardistill", **res})
+        if args.int8:  # the same teacher with int8 linear layers, right after
+            try:
+                use_int8_teacher(teacher, compiled=args.compile)
+            except UserError as e:
+                print(f"  {name} int8: {e}; skipped", flush=True)
+                continue
+            try:
+                res8 = time_teacher(teacher, b, repeats, compile=args.compile)
+            finally:
+                stop_int8(teacher)
+            print(_line(f"  ardistill {name} int8", res8), flush=True)
+            print(f"  {'':<26} int8 speed-up: {res['s_per_image'] / res8['s_per_image']:.2f}x",
+                  flush=True)
+            out.append({"preset": name, "impl": "ardistill-int8", **res8})
     return out
 
 
@@ -157,6 +173,10 @@ def run(args: Options) -> int:
         for b in batches:
             res = time_official_llamagen(args.official_llamagen, b, repeats, args.threads)
             print(_line("  official LlamaGen GPT-B", res), flush=True)
+            for r in results:  # our llamagen-b rows at this batch, measured before
+                if r["preset"] == "llamagen-b" and r["batch"] == b:
+                    print(f"  {'':<26} {r['impl']}: {res['s_per_image'] / r['s_per_image']:.2f}x "
+                          "the official speed", flush=True)
             results.append({"preset": "llamagen-b", "impl": "official", **res})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

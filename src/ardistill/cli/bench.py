@@ -40,6 +40,9 @@ def _teacher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads for this run (0: leave torch's default)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward")
+    p.add_argument("--int8", action="store_true",
+                   help="also time each setting with the teacher's linear layers in int8 (CPU, "
+                   "float32; `ardistill sample --int8`), right after")
     p.add_argument("--quick", action="store_true",
                    help="1 timed run, throughput batch 4 (a smoke test of the harness)")
     p.add_argument("--official-llamagen", type=Path, default=None, metavar="DIR",

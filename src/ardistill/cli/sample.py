@@ -86,9 +86,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the student (and the "
                    "VAR teacher's blocks)")
     p.add_argument("--int8", action="store_true",
-                   help="CPU: the student's linear layers in int8 (weights per channel, "
-                   "activations per call; lossy: docs/student-llamagen.md); needs a float32 "
-                   "LlamaGen or VAR student (--dtype fp32 where auto picks bf16)")
+                   help="CPU: the linear layers of the student and of the teacher's "
+                   "transformer in int8 (weights per channel, activations per call; lossy: "
+                   "docs/student-llamagen.md, docs/teachers.md); LlamaGen and VAR models in "
+                   "float32 (--dtype fp32 where auto picks bf16)")
     p.add_argument("--no-pngs", action="store_true", help="no per-image PNGs (grid and npz only)")
     p.add_argument("--out", required=True, help="output folder")
 

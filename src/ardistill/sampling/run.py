@@ -44,8 +44,8 @@ from ardistill.sampling.spec import (
 )
 from ardistill.student.base import Student
 from ardistill.student.files import load_student_file
-from ardistill.student.int8 import use_int8
 from ardistill.teachers.base import Condition, Teacher
+from ardistill.teachers.int8 import use_int8, use_int8_teacher
 from ardistill.teachers.preset import DDDefaults
 from ardistill.teachers.registry import all_presets, load_teacher
 from ardistill.utils import dtypes
@@ -120,6 +120,8 @@ def load_sampling_teacher(m: Models) -> Teacher:
     """The teacher of `m`, on its device and dtype (compiled VAR blocks with m.compile)."""
     teacher = load_teacher(m.teacher, tokenizer_ckpt=m.tokenizer_ckpt, device=m.device,
                            dtype=dtypes.resolve(m.dtype, m.device))
+    if m.int8:
+        use_int8_teacher(teacher, compiled=m.compile)
     if m.compile and hasattr(teacher, "set_compile"):
         teacher.set_compile(True)  # VAR: compiled blocks in sessions
     return teacher

@@ -46,7 +46,8 @@ class Models:
     (`teachers.registry.load_teacher`); tokenizer_ckpt: its VQ file (official presets);
     student: a student file for the DD methods (None: the preset's shipped student);
     dtype: fp32 | bf16 | fp16 | auto (`utils.dtypes`: bf16 where it is fast, else fp32);
-    int8: the student's linear layers in int8 on the CPU (`student.int8`; lossy)."""
+    int8: the linear layers of the student and of the teacher's transformer in int8 on the
+    CPU (`teachers.int8`; lossy)."""
 
     teacher: str
     tokenizer_ckpt: str | None = None
