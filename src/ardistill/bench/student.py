@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ardistill.bench.timing import machine_header, steady_time
+from ardistill.bench.timing import int8_run, machine_header, steady_time
 from ardistill.errors import UserError
 from ardistill.student.procedure import few_step
 from ardistill.student.registry import build_student
@@ -186,15 +186,14 @@ def _bench_preset(name: str, args, steps: list[int], batches: list[int], repeats
             print(_line(f"  ardistill {name}", res), flush=True)
             out.append({"preset": name, "impl": "ardistill", **res})
             if args.int8:  # the same student with int8 linear layers, right after
-                try:
-                    use_int8(student, compiled=args.compile)
-                except UserError as e:
-                    print(f"  {name} int8: {e}; skipped", flush=True)
+                res8, why = int8_run(
+                    lambda: use_int8(student, compiled=args.compile),
+                    lambda: set_cpu_int8(student, False),
+                    lambda t_list=t_list, b=b: time_student(student, teacher, t_list,
+                                                            preset.dd.split, b, repeats))
+                if res8 is None:
+                    print(f"  {name} int8: {why}; skipped", flush=True)
                     continue
-                try:
-                    res8 = time_student(student, teacher, t_list, preset.dd.split, b, repeats)
-                finally:
-                    set_cpu_int8(student, False)
                 print(_line(f"  ardistill {name} int8", res8), flush=True)
                 print(f"  {'':<24} int8 speed-up over {dtype}: "
                       f"{res['s_per_image'] / res8['s_per_image']:.2f}x", flush=True)

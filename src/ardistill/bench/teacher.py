@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ardistill.bench.timing import machine_header
+from ardistill.bench.timing import int8_run, machine_header
 from ardistill.errors import UserError
 from ardistill.teachers.base import MultinomialChooser, decode
 from ardistill.teachers.int8 import stop_int8, use_int8_teacher
@@ -137,15 +137,13 @@ def _bench_preset(name: str, args, batches: list[int], repeats: int) -> list[dic
         print(_line(f"  ardistill {name}", res), flush=True)
         out.append({"preset": name, "impl": "ardistill", **res})
         if args.int8:  # the same teacher with int8 linear layers, right after
-            try:
-                use_int8_teacher(teacher, compiled=args.compile)
-            except UserError as e:
-                print(f"  {name} int8: {e}; skipped", flush=True)
+            res8, why = int8_run(lambda: use_int8_teacher(teacher, compiled=args.compile),
+                                 lambda: stop_int8(teacher),
+                                 lambda b=b: time_teacher(teacher, b, repeats,
+                                                          compile=args.compile))
+            if res8 is None:
+                print(f"  {name} int8: {why}; skipped", flush=True)
                 continue
-            try:
-                res8 = time_teacher(teacher, b, repeats, compile=args.compile)
-            finally:
-                stop_int8(teacher)
             print(_line(f"  ardistill {name} int8", res8), flush=True)
             print(f"  {'':<26} int8 speed-up: {res['s_per_image'] / res8['s_per_image']:.2f}x",
                   flush=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ardistill.errors import UserError
 from ardistill.utils.dtypes import cpu_bf16_features
 
 
@@ -127,3 +128,17 @@ def machine_header(dtype: str, device: str = "cpu") -> str:
         where = f"CPU {cpu_model()} [{', '.join(cpu_features()) or 'no avx2'}]"
     return (f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
             f"dtype {dtype}")
+
+
+def int8_run(enable: Callable[[], None], disable: Callable[[], None],
+             run: Callable[[], dict]) -> tuple[dict | None, str]:
+    """`run()` with a model's int8 path on (`bench student|teacher --int8`): (its result, "")
+    or (None, the reason) when `enable` raises UserError; the float path is back after."""
+    try:
+        enable()
+    except UserError as e:
+        return None, str(e)
+    try:
+        return run(), ""
+    finally:
+        disable()
