@@ -135,6 +135,35 @@ def test_sampling_is_deterministic_given_a_generator(c2i):
     assert not torch.equal(a, c)
 
 
+def test_finished_sessions_hand_their_cache_to_the_next(cfgs):
+    """The teacher's KV cache pool: the next session of the same shape reuses the cache a
+    finished one left (stale values and all) and samples exactly what a fresh cache gives;
+    another shape, or an unfinished session, gets a new one."""
+    t = make_teacher(cfgs, "c2i")
+    cond = Condition(labels=torch.tensor([1, 2]))
+    s = SamplingConfig(cfg_scale=2.0, top_k=100)
+    t.kv_pool.clear()
+    fresh = decode(t, cond, s, MultinomialChooser(torch.Generator().manual_seed(7)))
+    kept = t.kv_pool._free
+    assert kept is not None and bool(kept.k.abs().sum() > 0)  # the finished session's values
+    again = t.start(cond, s)
+    assert again.cache is kept and t.kv_pool._free is None
+    prefix = torch.randint(0, t.vocab_size, (2, 5), generator=torch.Generator().manual_seed(1))
+    with_prefix = decode(t, cond, s, MultinomialChooser(torch.Generator().manual_seed(7)),
+                         prefix=prefix)
+    assert t.kv_pool._free is not None and t.kv_pool._free is not kept  # a second cache
+    t.kv_pool.clear()
+    assert torch.equal(with_prefix, decode(
+        t, cond, s, MultinomialChooser(torch.Generator().manual_seed(7)), prefix=prefix))
+    t.start(cond, s)  # unfinished: its cache stays with it
+    assert torch.equal(fresh, decode(t, cond, s,
+                                     MultinomialChooser(torch.Generator().manual_seed(7))))
+    reused = decode(t, cond, s, MultinomialChooser(torch.Generator().manual_seed(7)))
+    assert torch.equal(reused, fresh)  # on the pooled (stale) cache: the same tokens
+    other = t.start(Condition(labels=torch.tensor([1, 2, 3])), s)
+    assert other.cache.k.shape[1] == 6 and bool((other.cache.k[:, :, :, 1:] == 0).all())
+
+
 def test_packed_cpu_linear_matches_plain(cfgs):
     t = make_teacher(cfgs, "c2i")
     tokens = torch.randint(0, t.vocab_size, (2, t.layout.num_positions),

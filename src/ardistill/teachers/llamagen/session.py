@@ -12,7 +12,8 @@ Official semantics (generate.py, oracle README §4.1-4.2):
   `intermediate_generate`); the session then starts at step k.
 
 Speed: the cache, the attention mask and the position buffer are allocated once per session
-and written in place; once CFG is switched off by `cfg_interval` the null half is dropped.
+and written in place (the cache is reused by the teacher's next session of the same shape,
+`gpt.KVCachePool`); once CFG is switched off by `cfg_interval` the null half is dropped.
 The per-token step can be `torch.compile`d (static shapes: the cache is attended in full
 under the mask).
 """
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from ardistill.teachers.base import SamplingConfig
 from ardistill.teachers.filtering import check_filter_args, filtered_probs_
-from ardistill.teachers.llamagen.gpt import GPT, KVCache
+from ardistill.teachers.llamagen.gpt import GPT, KVCache, KVCachePool
 
 
 def uses_cfg(sampling: SamplingConfig, token_index: int) -> bool:
@@ -57,12 +58,14 @@ class LlamaGenSession:
         prefix: Tensor | None,
         run: Callable[..., Tensor],
         static: bool = False,
+        pool: KVCachePool | None = None,
     ) -> None:
         """cond_in: (R, ...) conditions, conditional half first when CFG is on;
         cond_mask: (R, T) bool caption validity (t2i) or None; prefix: (B, k) int64;
         run: `gpt.run` or its compiled version, used for the per-token steps; static: attend
         the whole cache under the mask (fixed shapes for torch.compile) instead of the
-        written part only (faster in eager mode)."""
+        written part only (faster in eager mode); pool: where the cache comes from and goes back
+        to when the last token is pushed (None: a new one, dropped with the session)."""
         check_filter_args(sampling.temperature, sampling.top_k, sampling.top_p)
         cfg = gpt.config
         self.gpt, self.sampling, self._run, self._static = gpt, sampling, run, static
@@ -74,7 +77,10 @@ class LlamaGenSession:
         w = gpt.tok_embeddings.weight
         dev = w.device
         max_len = self.cond_tokens + self.num_tokens
-        self.cache = KVCache.allocate(cfg, self.rows, max_len, dev, w.dtype)
+        self._pool = pool
+        self.cache = (pool.take(cfg, self.rows, max_len, dev, w.dtype, zero=static)
+                      if pool is not None else KVCache.allocate(cfg, self.rows, max_len, dev,
+                                                                w.dtype))
         key_ok = torch.ones(self.rows, max_len, dtype=torch.bool, device=dev)
         if cond_mask is not None:
             key_ok[:, : self.cond_tokens] = cond_mask
@@ -125,6 +131,9 @@ class LlamaGenSession:
                              f"got {tuple(tokens.shape)}")
         self.step += 1
         if self.step == self.num_tokens:
+            if self._pool is not None:  # finished: the next session may take the cache
+                self._pool.give_back(self.cache)
+                self._pool = None
             return
         rows = self.rows
         if self.cfg_on and not uses_cfg(self.sampling, self.step):

@@ -8,7 +8,7 @@ from torch import Tensor
 from ardistill.teachers.base import Condition, SamplingConfig, TokenLayout
 from ardistill.teachers.fast_linear import set_cpu_packing
 from ardistill.teachers.filtering import check_filter_args, filtered_probs
-from ardistill.teachers.llamagen.gpt import GPT
+from ardistill.teachers.llamagen.gpt import GPT, KVCachePool
 from ardistill.teachers.llamagen.session import LlamaGenSession, uses_cfg
 from ardistill.teachers.llamagen.vq import VQModel
 from ardistill.utils.checkpoint import fingerprint
@@ -50,6 +50,7 @@ class LlamaGenTeacher:
         self.default_sampling = default_sampling
         self.cpu_packing = set_cpu_packing(gpt, cpu_packing)
         self._compiled = None
+        self.kv_pool = KVCachePool()  # the last finished session's cache, for the next one
 
     @property
     def device(self) -> torch.device:
@@ -155,7 +156,8 @@ class LlamaGenTeacher:
             if self._compiled is None:
                 self._compiled = torch.compile(self.gpt.run, dynamic=False)
             run = self._compiled
-        return LlamaGenSession(self.gpt, cond_t, cap_mask, sampling, prefix, run, static=compile)
+        return LlamaGenSession(self.gpt, cond_t, cap_mask, sampling, prefix, run, static=compile,
+                               pool=self.kv_pool)
 
     def dd_codebook(self) -> Tensor:
         """(V, d) float32 L2-normalised codebook (the VQ's codewords as decoded)."""
