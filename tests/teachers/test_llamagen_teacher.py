@@ -144,14 +144,14 @@ def test_finished_sessions_hand_their_cache_to_the_next(cfgs):
     s = SamplingConfig(cfg_scale=2.0, top_k=100)
     t.kv_pool.clear()
     fresh = decode(t, cond, s, MultinomialChooser(torch.Generator().manual_seed(7)))
-    kept = t.kv_pool._free
-    assert kept is not None and bool(kept.k.abs().sum() > 0)  # the finished session's values
+    kept = t.kv_pool._kept[1]
+    assert bool(kept.k.abs().sum() > 0)  # the finished session's values
     again = t.start(cond, s)
-    assert again.cache is kept and t.kv_pool._free is None
+    assert again.cache is kept and t.kv_pool._kept is None
     prefix = torch.randint(0, t.vocab_size, (2, 5), generator=torch.Generator().manual_seed(1))
     with_prefix = decode(t, cond, s, MultinomialChooser(torch.Generator().manual_seed(7)),
                          prefix=prefix)
-    assert t.kv_pool._free is not None and t.kv_pool._free is not kept  # a second cache
+    assert t.kv_pool._kept[1] is not kept  # a second cache
     t.kv_pool.clear()
     assert torch.equal(with_prefix, decode(
         t, cond, s, MultinomialChooser(torch.Generator().manual_seed(7)), prefix=prefix))

@@ -123,6 +123,17 @@ def test_decode_is_deterministic_given_a_generator(teacher, cond):
     assert not torch.equal(a, c)
 
 
+def test_finished_sessions_hand_their_caches_to_the_next(teacher, cond):
+    s = teacher.default_sampling
+    teacher.kv_pool.clear()
+    a = decode(teacher, cond, s, MultinomialChooser(torch.Generator().manual_seed(3)))
+    kept = teacher.kv_pool._kept[1]
+    b = decode(teacher, cond, s, MultinomialChooser(torch.Generator().manual_seed(3)))
+    assert teacher.kv_pool._kept[1] is kept  # the same caches, taken and given back
+    assert torch.equal(a, b)  # stale keys and values are never read
+    teacher.kv_pool.clear()
+
+
 def test_sampled_tokens_stay_in_the_filtered_support(teacher, cond):
     sampling = teacher.default_sampling.replace(top_k=4, top_p=0.0)
     tokens = decode(teacher, cond, sampling, MultinomialChooser(torch.Generator().manual_seed(0)))

@@ -12,7 +12,6 @@ Two ways to run it, sharing every layer:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -93,44 +92,6 @@ class KVCache:
         return KVCache(torch.zeros(shape, device=device, dtype=dtype),
                        torch.zeros(shape, device=device, dtype=dtype))
 
-
-class KVCachePool:
-    """Keeps the cache of the last finished session for the next one of the same shape.
-
-    A LlamaGen-B session at batch 256 with CFG holds a 9.7 GB cache; allocating it took 15-30 s
-    on the development VM, nearly all of it page faults (system time), against 0.6 s to re-zero
-    one already in memory, and pair generation starts one session per batch. Holds at most one
-    cache (the memory stays with the teacher until it is garbage-collected or `clear()`ed);
-    thread-safe (the app runs sessions in threads)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._free: KVCache | None = None
-
-    def take(self, cfg: GPTConfig, rows: int, max_len: int, device, dtype,
-             zero: bool) -> KVCache:
-        """A cache of this shape: the kept one (zeroed when `zero`: the static-shape step
-        attends every position under a mask, so they must hold finite values; the eager step
-        reads written positions only), else a new zeroed one."""
-        shape = (cfg.n_layer, rows, cfg.kv_heads, max_len, cfg.head_dim)
-        with self._lock:
-            kept, self._free = self._free, None
-        if (kept is not None and kept.k.shape == shape and kept.k.device == torch.device(device)
-                and kept.k.dtype == dtype):
-            if zero:
-                kept.k.zero_()
-                kept.v.zero_()
-            return kept
-        del kept  # another shape: freed before the new one is allocated
-        return KVCache.allocate(cfg, rows, max_len, device, dtype)
-
-    def give_back(self, cache: KVCache) -> None:
-        with self._lock:
-            self._free = cache
-
-    def clear(self) -> None:
-        with self._lock:
-            self._free = None
 
 
 class Attention(nn.Module):

@@ -13,7 +13,7 @@ Official semantics (generate.py, oracle README §4.1-4.2):
 
 Speed: the cache, the attention mask and the position buffer are allocated once per session
 and written in place (the cache is reused by the teacher's next session of the same shape,
-`gpt.KVCachePool`); once CFG is switched off by `cfg_interval` the null half is dropped.
+`teachers.cache_pool`); once CFG is switched off by `cfg_interval` the null half is dropped.
 The per-token step can be `torch.compile`d (static shapes: the cache is attended in full
 under the mask).
 """
@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from ardistill.teachers.base import SamplingConfig
+from ardistill.teachers.cache_pool import CachePool
 from ardistill.teachers.filtering import check_filter_args, filtered_probs_
-from ardistill.teachers.llamagen.gpt import GPT, KVCache, KVCachePool
+from ardistill.teachers.llamagen.gpt import GPT, KVCache
 
 
 def uses_cfg(sampling: SamplingConfig, token_index: int) -> bool:
@@ -58,7 +59,7 @@ class LlamaGenSession:
         prefix: Tensor | None,
         run: Callable[..., Tensor],
         static: bool = False,
-        pool: KVCachePool | None = None,
+        pool: CachePool | None = None,
     ) -> None:
         """cond_in: (R, ...) conditions, conditional half first when CFG is on;
         cond_mask: (R, T) bool caption validity (t2i) or None; prefix: (B, k) int64;
@@ -77,10 +78,12 @@ class LlamaGenSession:
         w = gpt.tok_embeddings.weight
         dev = w.device
         max_len = self.cond_tokens + self.num_tokens
-        self._pool = pool
-        self.cache = (pool.take(cfg, self.rows, max_len, dev, w.dtype, zero=static)
-                      if pool is not None else KVCache.allocate(cfg, self.rows, max_len, dev,
-                                                                w.dtype))
+        self._pool, self._pool_key = pool, (self.rows, max_len, str(dev), w.dtype)
+        make = lambda: KVCache.allocate(cfg, self.rows, max_len, dev, w.dtype)  # noqa: E731
+        self.cache, kept = pool.take(self._pool_key, make) if pool else (make(), False)
+        if kept and static:  # the static step attends every position (under the mask): the
+            self.cache.k.zero_()  # kept one's stale values must not be inf / NaN; zeros are
+            self.cache.v.zero_()  # what a new cache holds. The eager step reads written ones.
         key_ok = torch.ones(self.rows, max_len, dtype=torch.bool, device=dev)
         if cond_mask is not None:
             key_ok[:, : self.cond_tokens] = cond_mask
@@ -132,7 +135,7 @@ class LlamaGenSession:
         self.step += 1
         if self.step == self.num_tokens:
             if self._pool is not None:  # finished: the next session may take the cache
-                self._pool.give_back(self.cache)
+                self._pool.give_back(self._pool_key, self.cache)
                 self._pool = None
             return
         rows = self.rows

@@ -6,9 +6,10 @@ import torch
 from torch import Tensor
 
 from ardistill.teachers.base import Condition, SamplingConfig, TokenLayout
+from ardistill.teachers.cache_pool import CachePool
 from ardistill.teachers.fast_linear import set_cpu_packing
 from ardistill.teachers.filtering import check_filter_args, filtered_probs
-from ardistill.teachers.llamagen.gpt import GPT, KVCachePool
+from ardistill.teachers.llamagen.gpt import GPT
 from ardistill.teachers.llamagen.session import LlamaGenSession, uses_cfg
 from ardistill.teachers.llamagen.vq import VQModel
 from ardistill.utils.checkpoint import fingerprint
@@ -50,7 +51,7 @@ class LlamaGenTeacher:
         self.default_sampling = default_sampling
         self.cpu_packing = set_cpu_packing(gpt, cpu_packing)
         self._compiled = None
-        self.kv_pool = KVCachePool()  # the last finished session's cache, for the next one
+        self.kv_pool = CachePool()  # the last finished session's cache, for the next one
 
     @property
     def device(self) -> torch.device:

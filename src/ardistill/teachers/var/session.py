@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ardistill.teachers.base import SamplingConfig
+from ardistill.teachers.cache_pool import CachePool
 from ardistill.teachers.var.model import VAR, KVCache
 from ardistill.teachers.var.quant import MultiScaleQuantizer
 from ardistill.teachers.var.sampling import cfg_ramp, guide, probs_from_logits
@@ -30,7 +31,8 @@ class VARSession:
 
     def __init__(self, model: VAR, quant: MultiScaleQuantizer, labels: Tensor,
                  sampling: SamplingConfig, prefix: Tensor | None = None, *,
-                 official_prefix_quirk: bool = False, run_blocks: RunBlocks | None = None) -> None:
+                 official_prefix_quirk: bool = False, run_blocks: RunBlocks | None = None,
+                 pool: CachePool | None = None) -> None:
         cfg = model.cfg
         self.model, self.quant, self.sampling = model, quant, sampling
         self.num_scales, self.patch_nums = cfg.num_scales, cfg.patch_nums
@@ -48,8 +50,12 @@ class VARSession:
             self.mods = model.modulations(self.cond)
             self.lvl_pos = model.lvl_pos()  # (1, L, C)
             B2 = lab.shape[0]
-            self.caches = [KVCache(B2, cfg.heads, cfg.seq_len, cfg.head_dim, device, self.dtype)
-                           for _ in range(cfg.depth)]
+            # the caches: the teacher's last finished session's when the shape matches (its
+            # stale values are never read: each scale writes its keys before attending)
+            self._pool, self._pool_key = pool, (B2, cfg.depth, str(device), self.dtype)
+            make = lambda: [KVCache(B2, cfg.heads, cfg.seq_len, cfg.head_dim, device,  # noqa: E731
+                                    self.dtype) for _ in range(cfg.depth)]
+            self.caches = pool.take(self._pool_key, make)[0] if pool else make()
             P = cfg.patch_nums[-1]
             self.f_hat = torch.zeros(self.B, cfg.cvae, P, P, device=device)
             self.x = model.sos(self.cond) + self.lvl_pos[:, : cfg.first_l]  # step-0 input
@@ -89,6 +95,9 @@ class VARSession:
             self._add_scale(self.step, tokens.to(self.f_hat.device).long())
         self.step += 1
         self._logits = self._probs = None
+        if self.step == self.num_scales and self._pool is not None:  # finished
+            self._pool.give_back(self._pool_key, self.caches)
+            self._pool = None
 
     # ---- internals ----
     def _check_open(self) -> None:

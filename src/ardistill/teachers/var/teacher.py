@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ardistill.teachers.base import Condition, SamplingConfig, TokenLayout
+from ardistill.teachers.cache_pool import CachePool
 from ardistill.teachers.var.model import VAR
 from ardistill.teachers.var.sampling import cfg_ramp, check_sampling, guide, probs_from_logits
 from ardistill.teachers.var.session import VARSession
@@ -43,6 +44,7 @@ class VARTeacher:
         self.num_classes = m.num_classes
         self.image_size = v.image_size
         self.default_sampling = default_sampling
+        self.kv_pool = CachePool()  # the last finished session's caches, for the next one
         self.set_compile(compile)
 
     def set_compile(self, enabled: bool) -> None:
@@ -84,7 +86,7 @@ class VARTeacher:
         labels = self._labels(cond)
         return VARSession(self.model, self.vqvae.quantize, labels, sampling, prefix,
                           official_prefix_quirk=bool(options.get("official_prefix_quirk", False)),
-                          run_blocks=self._run_blocks)
+                          run_blocks=self._run_blocks, pool=self.kv_pool)
 
     def _labels(self, cond: Condition) -> Tensor:
         if cond.labels is None:
