@@ -93,7 +93,6 @@ class KVCache:
                        torch.zeros(shape, device=device, dtype=dtype))
 
 
-
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
