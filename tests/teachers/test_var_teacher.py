@@ -242,3 +242,16 @@ def test_phi_selection_reproduces_official_float64_ties():
     assert phi_indices(4, 5) == [0, 1, 2, 2, 3]
     assert phi_indices(3, 10) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert phi_indices(6, 4) == [0, 1, 3, 5]
+
+
+def test_a_copied_teacher_gets_an_empty_pool_of_its_own(teacher, cond):
+    import copy
+    import pickle
+
+    decode(teacher, cond, teacher.default_sampling,
+           MultinomialChooser(torch.Generator().manual_seed(3)))
+    assert teacher.kv_pool._kept is not None
+    for other in (copy.deepcopy(teacher), pickle.loads(pickle.dumps(teacher))):
+        assert other.kv_pool is not teacher.kv_pool and other.kv_pool._kept is None
+        assert other.kv_pool.take("k", lambda: 5) == (5, False)
+    teacher.kv_pool.clear()

@@ -37,3 +37,13 @@ class CachePool:
     def clear(self) -> None:
         with self._lock:
             self._kept = None
+
+    # A copied or pickled teacher (DD2 copies its teacher) gets an empty pool of its own.
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def __deepcopy__(self, memo: dict) -> CachePool:
+        return CachePool()
