@@ -46,6 +46,10 @@ def test_int8_linear_is_close_to_float_and_follows_its_weight():
         lin.weight.mul_(-2.0)  # a changed weight: the int8 copy is redone
         torch.testing.assert_close(lin(x), (got - lin.bias) * -2.0 + lin.bias,
                                    atol=0.05 * ref.abs().max(), rtol=0)
+        before = lin(x)
+        lin.bias.add_(1.0)  # a changed bias too (it is packed with the weight)
+        torch.testing.assert_close(lin(x), before + 1.0, atol=1e-5, rtol=0)
+        lin.bias.sub_(1.0)
     # gradients, training or another dtype: the float path
     torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
     with torch.no_grad():

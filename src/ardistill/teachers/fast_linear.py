@@ -89,20 +89,23 @@ class FastLinear(nn.Linear):
             and not _compiling()  # under torch.compile inductor picks its own kernels
         )
 
+    def _derived(self, slot: str, make):
+        """A copy derived from the parameters, kept in `slot` ("_packed", "_int8") and made
+        again whenever the weight or the bias changes (new tensor or in-place update)."""
+        key = (weight_key(self.weight), None if self.bias is None else weight_key(self.bias))
+        kept = self.__dict__[slot]
+        if kept is None or kept[0] != key:
+            kept = self.__dict__[slot] = (key, make())
+        return kept[1]
+
     def _packed_weight(self) -> Tensor:
-        w = self.weight
-        key = weight_key(w)
-        if self._packed is None or self._packed[0] != key:
-            self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
-        return self._packed[1]
+        return self._derived("_packed", lambda: torch.ops.mkldnn._reorder_linear_weight(
+            self.weight.detach(), None))
 
     def _int8_packed(self):
-        key = weight_key(self.weight)
-        if self._int8 is None or self._int8[0] != key:
-            bias = None if self.bias is None else self.bias.detach().float()
-            self._int8 = (key, torch.ops.quantized.linear_prepack(int8_weight(self.weight),
-                                                                  bias))
-        return self._int8[1]
+        bias = None if self.bias is None else self.bias.detach().float()
+        return self._derived("_int8", lambda: torch.ops.quantized.linear_prepack(
+            int8_weight(self.weight), bias))
 
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         """x @ W^T + b; `bias` given: it replaces the module's own (VAR's qkv product takes a
@@ -133,9 +136,10 @@ def set_cpu_packing(module: nn.Module, enabled: bool) -> bool:
 
 def set_cpu_int8(module: nn.Module, enabled: bool) -> bool:
     """Run every FastLinear inside `module` in int8 for float32 CPU inference (eval, no
-    gradient): weights quantized per output channel once (redone when a weight changes),
-    activations per call, int32 accumulation (fbgemm / oneDNN through
-    `torch.ops.quantized.linear_dynamic`). Lossy: docs/students.md has its measured fidelity.
+    gradient): weights quantized per output channel once (redone when the weight or bias
+    changes), activations per call, int32 accumulation (fbgemm / oneDNN through
+    `torch.ops.quantized.linear_dynamic`). Lossy: docs/student-llamagen.md ("int8") has its
+    measured fidelity.
     Returns whether it is enabled (False where this torch build lacks the quantized ops)."""
     enabled = enabled and _int8_supported()
     for m in module.modules():
