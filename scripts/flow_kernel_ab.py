@@ -52,8 +52,11 @@ def build(src: Path, out: Path) -> ctypes.CDLL:
     subprocess.check_call(["cc", *FLAGS, *(f"-I{d}" for d in inc), "-o", str(out), str(src)])
     lib = ctypes.CDLL(str(out))
     p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+    # versions from the multi-threaded one on take a thread count first (1 here)
+    lib.threads_arg = "ard_posterior_sums(int nthreads" in src.read_text()
     lib.ard_posterior_sums.restype = i32
-    lib.ard_posterior_sums.argtypes = [i32, i32, i32, p, p, i64, p, p, f32, p, p, p]
+    lib.ard_posterior_sums.argtypes = [i32] * lib.threads_arg + [i32, i32, i32, p, p, i64, p,
+                                                                 p, f32, p, p, p]
     return lib
 
 
@@ -65,9 +68,10 @@ def replay(lib: ctypes.CDLL, data: dict) -> tuple[float, list]:
         D = torch.empty(n, k1 - 1, dtype=torch.float64)
         mz, lb = torch.empty(n, 2), torch.empty(n)
         t0 = time.perf_counter()
-        status = lib.ard_posterior_sums(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
-                                        logp.stride(0), rows.data_ptr(), packed.data_ptr(),
-                                        data["thr"], D.data_ptr(), mz.data_ptr(), lb.data_ptr())
+        status = lib.ard_posterior_sums(*[1] * lib.threads_arg, n, V, k1, yaug.data_ptr(),
+                                        logp.data_ptr(), logp.stride(0), rows.data_ptr(),
+                                        packed.data_ptr(), data["thr"], D.data_ptr(),
+                                        mz.data_ptr(), lb.data_ptr())
         seconds += time.perf_counter() - t0
         if status:
             raise RuntimeError(f"kernel status {status}")

@@ -12,7 +12,7 @@ import torch
 import ardistill.flow.kernels as K
 from ardistill.flow import FlowMap, FlowSolverConfig, native
 from ardistill.flow.reference import FlowSetting, make_flow_problem, reference_solve
-from ardistill.flow.solver import _count_above, entries_above
+from ardistill.flow.solver import _count_above, entries_above, flush_denormals
 
 SMALL_LLAMAGEN = FlowSetting("small-llamagen", 1024, 8, 500, normalize=True)
 SMALL_VAR = FlowSetting("small-var", 512, 32, 200, normalize=False, norm_spread=0.3)
@@ -78,6 +78,59 @@ def test_kernel_rows_do_not_depend_on_the_rows_around_them(kernel):
     perm = torch.randperm(37, generator=torch.Generator().manual_seed(0))
     dp, mp, _ = kernel.posterior_sums(yaug[perm], logp, perm, packed, 1e-6)  # rows by index
     assert torch.equal(dp, D[perm]) and torch.equal(mp, mz[perm])
+
+
+def test_kernel_calls_split_over_torch_threads_give_the_same_bits(kernel, monkeypatch):
+    """Rows split over torch's OpenMP team: every output bitwise that of one thread, also for
+    a row whose weights are subnormal without flush-to-zero (the workers take the caller's
+    FP control word), and the whole map's tokens and trajectories."""
+    assert kernel._state["lib"].ardistill_team, "torch's OpenMP runtime was not found"
+    noise, probs, C = make_flow_problem(SMALL_LLAMAGEN, 40, 2.0, seed=3)
+    C[5] = torch.eye(C.shape[1])[0]
+    fm = FlowMap(C, use_native=False)
+    logp, packed = probs.log(), kernel.pack_codebook(fm.CaugT)
+    # the last row (a worker's part): entry 5 on top, the others' weights e^-87.25 times their
+    # coordinates subnormal: its denoiser's coordinates 1.. are 0 only when those are flushed
+    logp[-1] = -87.25
+    logp[-1, 5] = 0.0
+    rho = torch.linspace(0.0, 3.0, 40, dtype=torch.float64)
+    rho[-1] = 0.0
+    yaug, rows = kernel.augment(noise.double(), rho), torch.arange(40)
+    pr = _pruned_problem()
+
+    def outputs():
+        sums = kernel.posterior_sums(yaug, logp, rows, packed, 1e-6)
+        prune = kernel.posterior_prune(yaug, logp, rows, packed, sums[1], 1e-6, 64)
+        return (*sums, *prune, *kernel.pruned_denoiser(*pr), *kernel.collapse_margin(*pr))
+
+    monkeypatch.setattr(kernel, "MIN_WORK", 1)  # split even these small calls
+    before = torch.get_num_threads()
+    try:
+        with flush_denormals():
+            torch.set_num_threads(1)
+            one = outputs()
+            torch.set_num_threads(2)
+            assert kernel.threads_for(40, 1) == 2
+            two = outputs()
+        torch.set_num_threads(1)
+        no_ftz = outputs()
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    assert bool((one[0][-1, 1:] == 0).all()) and bool((no_ftz[0][-1, 1:] != 0).any())
+    # the map: the same tokens and trajectories at 1 and 2 threads
+    noise, probs, C = make_flow_problem(SMALL_LLAMAGEN, 64, 1.0, seed=4)
+    fm = FlowMap(C)
+    res = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            res.append(fm.solve(noise, probs))
+    finally:
+        torch.set_num_threads(before)
+    for f in ("tokens", "full_evals", "pruned_evals", "rho_end", "rho_prune"):
+        assert torch.equal(getattr(res[0], f), getattr(res[1], f))
 
 
 def test_entries_above_pads_with_minus_one():

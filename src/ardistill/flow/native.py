@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 import ardistill.flow.kernels as K
-from ardistill.utils.native import NativeLibrary
+from ardistill.utils.native import NativeLibrary, set_openmp_team
 
 SOURCE = Path(__file__).with_name("posterior_kernel.c")
 
@@ -37,21 +37,36 @@ SOURCE = Path(__file__).with_name("posterior_kernel.c")
 def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
     lib.ard_posterior_sums.restype = i32
-    lib.ard_posterior_sums.argtypes = [i32, i32, i32, p, p, i64, p, p, f32, p, p, p]
+    lib.ard_posterior_sums.argtypes = [i32, i32, i32, i32, p, p, i64, p, p, f32, p, p, p]
     lib.ard_count_above.restype = None
     lib.ard_count_above.argtypes = [i32, i32, p, i64, p, f32, p]
     lib.ard_log.restype = None
     lib.ard_log.argtypes = [i64, p, p]
     lib.ard_posterior_prune.restype = i32
-    lib.ard_posterior_prune.argtypes = [i32, i32, i32, p, p, i64, p, p, p, f32, i32, p, p]
+    lib.ard_posterior_prune.argtypes = [i32, i32, i32, i32, p, p, i64, p, p, p, f32, i32, p, p]
     lib.ard_pruned_denoiser.restype = i32
-    lib.ard_pruned_denoiser.argtypes = [i32, i32, i32, p, p, p, p, p, p, p]
+    lib.ard_pruned_denoiser.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p]
     lib.ard_collapse_margin.restype = i32
-    lib.ard_collapse_margin.argtypes = [i32, i32, i32, p, p, p, p, p, p, p]
+    lib.ard_collapse_margin.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p]
+    lib.ardistill_team = set_openmp_team(lib)
 
 
 _LIB = NativeLibrary(SOURCE, "posterior", _declare, "flow map")
 _state = _LIB.state
+
+
+# Work (codebook entries, or pruned entries x dimensions) per thread below which a call's rows
+# are not split: a team start costs about 10 us, a row of 16384 entries about 20 us.
+MIN_WORK = 1 << 15
+
+
+def threads_for(rows: int, work_per_row: int) -> int:
+    """Threads for a call over `rows` rows: torch's intra-op thread count where the kernel runs
+    on torch's OpenMP team (`utils.native.set_openmp_team`), at most one per MIN_WORK of work
+    and per 2 rows; 1 without a team. The results do not depend on it (rows never interact)."""
+    if not _state["lib"].ardistill_team:
+        return 1
+    return max(1, min(torch.get_num_threads(), rows * work_per_row // MIN_WORK, rows // 2))
 
 
 def available() -> bool:
@@ -111,7 +126,8 @@ def posterior_sums(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, thr
     mz = torch.empty(n, 2, dtype=torch.float32)
     lb = torch.empty(n, dtype=torch.float32)
     if n:
-        _check(_state["lib"].ard_posterior_sums(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
+        _check(_state["lib"].ard_posterior_sums(threads_for(n, V), n, V, k1, yaug.data_ptr(),
+                                                logp.data_ptr(),
                                                 logp.stride(0), rows.data_ptr(),
                                                 packed.data_ptr(), float(thr), D.data_ptr(),
                                                 mz.data_ptr(), lb.data_ptr()))
@@ -159,7 +175,8 @@ def posterior_prune(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz
     cnt = torch.empty(n, dtype=torch.float32)
     idx = torch.empty(n, M, dtype=torch.int64)
     if n:
-        _check(_state["lib"].ard_posterior_prune(n, V, k1, yaug.data_ptr(), logp.data_ptr(),
+        _check(_state["lib"].ard_posterior_prune(threads_for(n, V), n, V, k1, yaug.data_ptr(),
+                                                 logp.data_ptr(),
                                                  logp.stride(0), rows.data_ptr(),
                                                  packed.data_ptr(), mz.data_ptr(), float(thr),
                                                  M, cnt.data_ptr(), idx.data_ptr()))
@@ -187,7 +204,8 @@ def pruned_denoiser(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tenso
     D = torch.empty(n, d, dtype=torch.float64)
     gap = torch.empty(n, dtype=torch.float64)
     if n:
-        _check(_state["lib"].ard_pruned_denoiser(n, M, d, rows.data_ptr(), y.data_ptr(),
+        _check(_state["lib"].ard_pruned_denoiser(threads_for(n, M * d), n, M, d,
+                                                 rows.data_ptr(), y.data_ptr(),
                                                  rho.data_ptr(), Cs.data_ptr(), lps.data_ptr(),
                                                  D.data_ptr(), gap.data_ptr()))
     return D, gap
@@ -203,7 +221,8 @@ def collapse_margin(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tenso
     k = torch.empty(n, dtype=torch.int64)
     margin = torch.empty(n, dtype=torch.float64)
     if n:
-        _check(_state["lib"].ard_collapse_margin(n, M, d, rows.data_ptr(), y.data_ptr(),
+        _check(_state["lib"].ard_collapse_margin(threads_for(n, M * d), n, M, d,
+                                                 rows.data_ptr(), y.data_ptr(),
                                                  rho.data_ptr(), Cs.data_ptr(), lps.data_ptr(),
                                                  k.data_ptr(), margin.data_ptr()))
     return k, margin

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "native_team.h"
 #include "native_vec.h"
 
 #ifndef TILE
@@ -367,13 +368,24 @@ void ard_log(int64_t n, const float *x, float *out) {
     switch (k1) { case 5: CALL_K1(5); case 9: CALL_K1(9); case 17: CALL_K1(17); \
                   case 33: CALL_K1(33); default: CALL_K1(k1); }
 
-int ard_posterior_sums(int R, int V, int k1, const float *yaug, const float *logp, int64_t ldl,
-                       const int64_t *rows, const float *P, float thr, double *D, float *mz,
-                       float *lb) {
-    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8 || !(thr > 0.0f && thr < 1.0f)) return -1;
-#define SUMS(K) return sums_block(R, V, K, yaug, logp, ldl, rows, P, thr, D, mz, lb)
+struct sums_job { int V, k1; const float *yaug, *logp; int64_t ldl; const int64_t *rows;
+                  const float *P; float thr; double *D; float *mz, *lb; };
+
+static int sums_range(void *p, int64_t s, int64_t e) {
+    const struct sums_job *j = p;
+    const int k1 = j->k1, R = (int)(e - s);
+#define SUMS(K) return sums_block(R, j->V, K, j->yaug + s * k1, j->logp, j->ldl, j->rows + s, \
+                                  j->P, j->thr, j->D + s * (k1 - 1), j->mz + 2 * s, j->lb + s)
     DISPATCH(SUMS)
 #undef SUMS
+}
+
+int ard_posterior_sums(int nthreads, int R, int V, int k1, const float *yaug, const float *logp,
+                       int64_t ldl, const int64_t *rows, const float *P, float thr, double *D,
+                       float *mz, float *lb) {
+    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8 || !(thr > 0.0f && thr < 1.0f)) return -1;
+    struct sums_job j = {V, k1, yaug, logp, ldl, rows, P, thr, D, mz, lb};
+    return team_run(nthreads, 0, R, sums_range, &j);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -412,14 +424,25 @@ static inline __attribute__((always_inline)) void prune_block(
     }
 }
 
-int ard_posterior_prune(int R, int V, int k1, const float *yaug, const float *logp, int64_t ldl,
-                        const int64_t *rows, const float *P, const float *mz, float thr, int M,
-                        float *cnt, int64_t *idx) {
-    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8 || M < 1) return -1;
-#define PRUNE(K) do { prune_block(R, V, K, yaug, logp, ldl, rows, P, mz, thr, M, cnt, idx); \
-                      return 0; } while (0)
+struct prune_job { int V, k1; const float *yaug, *logp; int64_t ldl; const int64_t *rows;
+                   const float *P, *mz; float thr; int M; float *cnt; int64_t *idx; };
+
+static int prune_range(void *p, int64_t s, int64_t e) {
+    const struct prune_job *j = p;
+    const int k1 = j->k1, R = (int)(e - s);
+#define PRUNE(K) do { prune_block(R, j->V, K, j->yaug + s * k1, j->logp, j->ldl, j->rows + s, \
+                                  j->P, j->mz + 2 * s, j->thr, j->M, j->cnt + s, \
+                                  j->idx + s * j->M); return 0; } while (0)
     DISPATCH(PRUNE)
 #undef PRUNE
+}
+
+int ard_posterior_prune(int nthreads, int R, int V, int k1, const float *yaug,
+                        const float *logp, int64_t ldl, const int64_t *rows, const float *P,
+                        const float *mz, float thr, int M, float *cnt, int64_t *idx) {
+    if (k1 > MAX_D + 1 || k1 < 1 || V % 8 || V < 8 || M < 1) return -1;
+    struct prune_job j = {V, k1, yaug, logp, ldl, rows, P, mz, thr, M, cnt, idx};
+    return team_run(nthreads, 0, R, prune_range, &j);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -444,10 +467,9 @@ static inline void pruned_logits_row(int M, int d, const double *y, double rho,
 
 /* D (R, d) = the posterior mean over each row's entries; gap (R,) = its top-2 log-weight gap
    (inf with one entry). */
-int ard_pruned_denoiser(int R, int M, int d, const int64_t *rows, const double *y,
-                        const double *rho, const double *Cs, const double *lps, double *D,
-                        double *gap) {
-    if (M < 1 || d < 1 || d > MAX_D) return -1;
+static int pruned_denoiser_rows(int R, int M, int d, const int64_t *rows, const double *y,
+                                const double *rho, const double *Cs, const double *lps,
+                                double *D, double *gap) {
     double *E = malloc(sizeof(double) * (size_t)M);
     if (!E) return -2;
     for (int r = 0; r < R; r++) {
@@ -474,10 +496,9 @@ int ard_pruned_denoiser(int R, int M, int d, const int64_t *rows, const double *
 
 /* The winner k (R,) (index into M) and the smallest future log-weight gap (R,): see
    `kernels.collapse_margin`. */
-int ard_collapse_margin(int R, int M, int d, const int64_t *rows, const double *y,
-                        const double *rho, const double *Cs, const double *lps, int64_t *win,
-                        double *margin) {
-    if (M < 1 || d < 1 || d > MAX_D) return -1;
+static int collapse_margin_rows(int R, int M, int d, const int64_t *rows, const double *y,
+                                const double *rho, const double *Cs, const double *lps,
+                                int64_t *win, double *margin) {
     double *E = malloc(sizeof(double) * (size_t)M);
     if (!E) return -2;
     for (int r = 0; r < R; r++) {
@@ -507,4 +528,37 @@ int ard_collapse_margin(int R, int M, int d, const int64_t *rows, const double *
     }
     free(E);
     return 0;
+}
+
+/* The entry points: rows split over the team (each row's result depends on its own data). */
+struct pruned_job { int M, d; const int64_t *rows; const double *y, *rho, *Cs, *lps;
+                    void *out; double *val; };
+
+static int denoiser_range(void *p, int64_t s, int64_t e) {
+    const struct pruned_job *j = p;
+    return pruned_denoiser_rows((int)(e - s), j->M, j->d, j->rows + s, j->y + s * j->d,
+                                j->rho + s, j->Cs, j->lps, (double *)j->out + s * j->d,
+                                j->val + s);
+}
+
+static int margin_range(void *p, int64_t s, int64_t e) {
+    const struct pruned_job *j = p;
+    return collapse_margin_rows((int)(e - s), j->M, j->d, j->rows + s, j->y + s * j->d,
+                                j->rho + s, j->Cs, j->lps, (int64_t *)j->out + s, j->val + s);
+}
+
+int ard_pruned_denoiser(int nthreads, int R, int M, int d, const int64_t *rows,
+                        const double *y, const double *rho, const double *Cs,
+                        const double *lps, double *D, double *gap) {
+    if (M < 1 || d < 1 || d > MAX_D) return -1;
+    struct pruned_job j = {M, d, rows, y, rho, Cs, lps, D, gap};
+    return team_run(nthreads, 0, R, denoiser_range, &j);
+}
+
+int ard_collapse_margin(int nthreads, int R, int M, int d, const int64_t *rows,
+                        const double *y, const double *rho, const double *Cs,
+                        const double *lps, int64_t *win, double *margin) {
+    if (M < 1 || d < 1 || d > MAX_D) return -1;
+    struct pruned_job j = {M, d, rows, y, rho, Cs, lps, win, margin};
+    return team_run(nthreads, 0, R, margin_range, &j);
 }

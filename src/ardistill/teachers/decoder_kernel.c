@@ -21,36 +21,13 @@
    Tensors are float32, channels a multiple of 8.
 
    Threads: every entry point takes `nthreads`; above 1 it runs its range on that many threads
-   of the caller's OpenMP runtime (torch's libgomp, whose GOMP_parallel / omp_get_thread_num /
-   omp_get_num_threads the caller hands over once with ard_set_openmp): the threads torch's
-   own GEMMs run on, so none competes with another runtime's spinning workers. Without them it
-   runs on the calling thread. A thread's part of a range never depends on the others. */
+   of torch's OpenMP runtime (utils/native_team.h). A thread's part of a range never depends on
+   the others. */
 
 #include <stdint.h>
 
+#include "native_team.h"
 #include "native_vec.h"
-
-typedef void (*gomp_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
-typedef int (*omp_int_t)(void);
-static gomp_parallel_t gomp_parallel_fn = 0;
-static omp_int_t omp_thread_num_fn = 0, omp_num_threads_fn = 0;
-
-void ard_set_openmp(void *parallel, void *thread_num, void *num_threads) {
-    gomp_parallel_fn = (gomp_parallel_t)parallel;
-    omp_thread_num_fn = (omp_int_t)thread_num;
-    omp_num_threads_fn = (omp_int_t)num_threads;
-}
-
-/* A range [t0, t1) and the part of it this thread of the team runs. */
-static inline void my_part(int64_t t0, int64_t t1, int64_t *s, int64_t *e) {
-    const int64_t id = omp_thread_num_fn(), n = omp_num_threads_fn(), len = t1 - t0;
-    *s = t0 + len * id / n;
-    *e = t0 + len * (id + 1) / n;
-}
-
-static inline int use_team(int nthreads, int64_t len) {
-    return nthreads > 1 && gomp_parallel_fn && len >= 2 * nthreads;
-}
 
 /* x * sigmoid(x), sigmoid from e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below. */
 static inline v8f silu8(v8f x) {

@@ -13,7 +13,8 @@ multiplications. Here, for float32 tensors on the CPU without gradients:
   second; the nearest upsampling is read by the next convolution's input transform, the
   residual is added in the output transform (in place): no normalised, upsampled or summed
   copy of a feature map is written besides the activated one;
-- the transforms run on torch's own OpenMP threads (`_openmp_team`), else on Python threads;
+- the transforms run on torch's own OpenMP threads (`utils.native.openmp_team`), else on
+  Python threads;
 - the transformed weights are computed once per weight (in float64) and kept on the module.
 
 The output equals the plain decoder's up to float32 rounding (Winograd's is a little larger
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ardistill.teachers.fast_linear import weight_key
-from ardistill.utils.native import NativeLibrary
+from ardistill.utils.native import NativeLibrary, set_openmp_team
 
 SOURCE = Path(__file__).with_name("decoder_kernel.c")
 # Tiles per block: the block's transformed input and GEMM output up to 128 MB each. Fewer, larger
@@ -69,41 +70,14 @@ def tile_for(H: int, W: int) -> int:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
-    sigs = {"ard_set_openmp": [p, p, p],
-            "ard_wino_in": [i32, i32, i32, i32, i32, i32, p, i32, i32, i64, i64, i64, i64, p],
+    sigs = {"ard_wino_in": [i32, i32, i32, i32, i32, i32, p, i32, i32, i64, i64, i64, i64, p],
             "ard_wino_out": [i32, i32, i32, i32, i32, p, i64, p, p, p, i32, i32, i64, i64, i64],
             "ard_channel_sums": [i32, i64, i32, p, p],
             "ard_norm_silu": [i32, i64, i32, p, p, p, p]}
     for name, args in sigs.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = None, args
-    team = _openmp_team()
-    if team is not None:
-        lib.ard_set_openmp(*team)
-    lib.ardistill_team = team is not None
-
-
-def _openmp_team() -> tuple[int, int, int] | None:
-    """(GOMP_parallel, omp_get_thread_num, omp_get_num_threads) of the OpenMP runtime torch
-    runs its CPU ops on, or None (not Linux, another parallel backend, no such runtime)."""
-    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        return None
-    try:
-        maps = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return None
-    paths = {ln.split()[-1] for ln in maps if ln.split()[-1].endswith((".so", ".so.1", ".so.5"))}
-    torch_dir = str(Path(torch.__file__).resolve().parent)
-    # torch's own copy first (another library may have loaded a second runtime)
-    for path in sorted(paths, key=lambda q: (not q.startswith(torch_dir), q)):
-        if Path(path).name.startswith(("libgomp", "libiomp5")):
-            try:
-                rt = ctypes.CDLL(path)
-                return tuple(ctypes.cast(getattr(rt, n), ctypes.c_void_p).value for n in (
-                    "GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))
-            except (OSError, AttributeError):
-                continue
-    return None
+    lib.ardistill_team = set_openmp_team(lib)
 
 
 _LIB = NativeLibrary(SOURCE, "decoder", _declare, "VQ decoder")

@@ -1,9 +1,10 @@
 """Compiled CPU kernels built on first use with the machine's C compiler, and loaded by ctypes.
 
-A kernel is one C file (it may include `native_vec.h` from this folder). It is compiled with
-`$CC`, else `cc` (`-O3 -march=native`, no reassociation), into `cache_dir()`, one file per
-source, headers, flags and CPU (a home directory shared between machines never runs another
-CPU's build), written atomically. When there is no compiler, the build fails, or
+A kernel is one C file (it may include `native_vec.h` and `native_team.h` from this folder:
+vectors, and ranges run on torch's OpenMP threads). It is compiled with `$CC`, else `cc`
+(`-O3 -march=native`, no reassociation), into `cache_dir()`, one file per source, headers,
+flags and CPU (a home directory shared between machines never runs another CPU's build),
+written atomically. When there is no compiler, the build fails, or
 `ARDISTILL_NATIVE=0`, `NativeLibrary.available()` is False with the reason in `why`, and the
 caller keeps its PyTorch path. ctypes releases the GIL while a kernel runs.
 """
@@ -21,9 +22,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 _logger = logging.getLogger(__name__)
 
-HEADERS = (Path(__file__).with_name("native_vec.h"),)
+HEADERS = (Path(__file__).with_name("native_vec.h"), Path(__file__).with_name("native_team.h"))
 # No -ffast-math / -fassociative-math: the kernels fix their own summation order, and a
 # compiler free to reassociate may order one row's sums differently in two code paths
 # (measured in the flow kernel: a row's result then depended on its neighbours).
@@ -69,6 +72,40 @@ def build(source: Path, name: str) -> ctypes.CDLL:
                 raise RuntimeError(f"{cc} failed: {res.stderr.strip()[:400]}")
             os.replace(part, out)
     return ctypes.CDLL(str(out))
+
+
+def openmp_team() -> tuple[int, int, int] | None:
+    """(GOMP_parallel, omp_get_thread_num, omp_get_num_threads) of the OpenMP runtime torch
+    runs its CPU ops on, or None (not Linux, another parallel backend, no such runtime)."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    paths = {ln.split()[-1] for ln in maps if ln.split()[-1].endswith((".so", ".so.1", ".so.5"))}
+    torch_dir = str(Path(torch.__file__).resolve().parent)
+    # torch's own copy first (another library may have loaded a second runtime)
+    for path in sorted(paths, key=lambda q: (not q.startswith(torch_dir), q)):
+        if Path(path).name.startswith(("libgomp", "libiomp5")):
+            try:
+                rt = ctypes.CDLL(path)
+                return tuple(ctypes.cast(getattr(rt, n), ctypes.c_void_p).value for n in (
+                    "GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+def set_openmp_team(lib: ctypes.CDLL) -> bool:
+    """Hand torch's OpenMP runtime to a kernel built with `native_team.h` (its `ard_set_openmp`);
+    False where there is none (the kernel then runs every range on the calling thread)."""
+    lib.ard_set_openmp.restype = None
+    lib.ard_set_openmp.argtypes = [ctypes.c_void_p] * 3
+    team = openmp_team()
+    if team is not None:
+        lib.ard_set_openmp(*team)
+    return team is not None
 
 
 class NativeLibrary:
