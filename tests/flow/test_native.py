@@ -12,7 +12,7 @@ import torch
 import ardistill.flow.kernels as K
 from ardistill.flow import FlowMap, FlowSolverConfig, native
 from ardistill.flow.reference import FlowSetting, make_flow_problem, reference_solve
-from ardistill.flow.solver import _count_above, entries_above, flush_denormals
+from ardistill.flow.solver import _Chunk, _count_above, entries_above, flush_denormals
 
 SMALL_LLAMAGEN = FlowSetting("small-llamagen", 1024, 8, 500, normalize=True)
 SMALL_VAR = FlowSetting("small-var", 512, 32, 200, normalize=False, norm_spread=0.3)
@@ -131,6 +131,41 @@ def test_kernel_calls_split_over_torch_threads_give_the_same_bits(kernel, monkey
         torch.set_num_threads(before)
     for f in ("tokens", "full_evals", "pruned_evals", "rho_end", "rho_prune"):
         assert torch.equal(getattr(res[0], f), getattr(res[1], f))
+
+
+@pytest.mark.parametrize("setting", [SMALL_LLAMAGEN, SMALL_VAR, ODD], ids=lambda s: s.name)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_step_loop_in_c_gives_the_python_loops_floats(kernel, setting, threads):
+    """`native_loop` (each step and decision in C) against the Python loop around the same
+    kernels: every field bitwise, on rows that prune at the start (one-hot, a tiny support),
+    flat and peaked rows, and a config whose hard stop decides rows by force."""
+    noise, probs, C = make_flow_problem(setting, 96, 1.0, seed=5)
+    probs[48:] = make_flow_problem(setting, 48, 4.5, seed=6)[1]
+    probs[:3] = 0.0
+    probs[0, 7] = 1.0
+    probs[1, :3] = torch.tensor([0.5, 0.3, 0.2])
+    probs[2, 2:5] = torch.tensor([0.2, 0.3, 0.5])
+    configs = [FlowSolverConfig(), FlowSolverConfig(num_steps=4, rho_max=12.0, prune_size=16)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for cfg in configs:
+            chunks = []
+            for loop in (False, True):
+                ch = _Chunk(FlowMap(C, cfg, native_loop=loop), noise, probs)
+                with flush_denormals():
+                    ch.run()
+                chunks.append(ch)
+            a, b = chunks
+            for f in ("y", "tokens", "full_evals", "pruned_evals", "rho_end", "rho_prune"):
+                assert torch.equal(getattr(a, f), getattr(b, f)), f
+            assert bool((b.tokens >= 0).all())
+            assert bool((probs.gather(1, b.tokens.unsqueeze(1)) > 0).all())
+    finally:
+        torch.set_num_threads(before)
+    # the second config's hard stop (rho s = 12) decided many rows at its last node by force
+    last = float(b.rho_end.max())
+    assert last <= 12.0 and int((b.rho_end == last).sum()) >= 10
 
 
 def test_entries_above_pads_with_minus_one():

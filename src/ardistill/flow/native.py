@@ -36,6 +36,7 @@ SOURCE = Path(__file__).with_name("posterior_kernel.c")
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+    f64 = ctypes.c_double
     lib.ard_posterior_sums.restype = i32
     lib.ard_posterior_sums.argtypes = [i32, i32, i32, i32, p, p, i64, p, p, f32, p, p, p]
     lib.ard_count_above.restype = None
@@ -48,6 +49,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ard_pruned_denoiser.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p]
     lib.ard_collapse_margin.restype = i32
     lib.ard_collapse_margin.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p]
+    lib.ard_flow_step.restype = i32
+    lib.ard_flow_step.argtypes = [i32, i32, i32, p, i32, i32, i32, i32, p, p, p, i32, i32, p, p,
+                                  f64, i32, f32, p, i64, p, f32, p, p, p, p, p, p, p, p]
+    lib.ard_flow_decide.restype = i32
+    lib.ard_flow_decide.argtypes = [i32, p, i32, i32, i32, p, f64, f64, p, p, f64, f64, p, p, p,
+                                    p, p]
     lib.ardistill_team = set_openmp_team(lib)
 
 
@@ -226,3 +233,40 @@ def collapse_margin(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tenso
                                                  rho.data_ptr(), Cs.data_ptr(), lps.data_ptr(),
                                                  k.data_ptr(), margin.data_ptr()))
     return k, margin
+
+
+def flow_step(ch, active: Tensor, n: int, slots: Tensor, k: int, new_slot: int, pred: Tensor,
+              corr: Tensor, rho1: float, check_prune: bool) -> int:
+    """One solver step of the `n` active rows `active[:n]` of chunk `ch` (`solver._Chunk`)
+    from grid node ch.n to ch.n + 1 in C (`ard_flow_step`): predictor, evaluation, corrector,
+    history slot `new_slot` (slots[:k]: the slots of D at nodes n, n - 1, ...). Returns how
+    many rows got pruning candidates (ch.cand / ch.cand_ok)."""
+    fm = ch.fm
+    B, d = ch.y.shape
+    V = ch.logp.shape[1]
+    got = _state["lib"].ard_flow_step(
+        threads_for(n, V), threads_for(n, fm.M * d), n, active.data_ptr(), B, d, V, fm.M,
+        ch.y.data_ptr(), ch.H.data_ptr(), slots.data_ptr(), k, new_slot, pred.data_ptr(),
+        corr.data_ptr(), rho1, int(check_prune), 0.5 / fm.M, ch.logp.data_ptr(),
+        ch.logp.stride(0), fm.packed.data_ptr(), fm.prune_threshold, ch.pruned.data_ptr(),
+        ch.Cs.data_ptr(), ch.lps.data_ptr(), ch.gap.data_ptr(), ch.full_evals.data_ptr(),
+        ch.pruned_evals.data_ptr(), ch.cand.data_ptr(), ch.cand_ok.data_ptr())
+    if got < 0:
+        _check(got)
+    return got
+
+
+def flow_decide(ch, active: Tensor, n: int, rho: float, gap_min: float) -> int:
+    """The collapse certificate for the active rows `active[:n]` of chunk `ch` at rho (C,
+    `ard_flow_decide`): decided rows get their token and rho_end; `active` is compacted in
+    place to the others, whose count is returned."""
+    fm = ch.fm
+    d = ch.y.shape[1]
+    left = _state["lib"].ard_flow_decide(
+        threads_for(n, fm.M * d), active.data_ptr(), n, d, fm.M, ch.y.data_ptr(), rho,
+        fm.tv.scale, ch.pruned.data_ptr(), ch.gap.data_ptr(), gap_min,
+        fm.cfg.certify_margin, ch.Cs.data_ptr(), ch.lps.data_ptr(), ch.idx.data_ptr(),
+        ch.tokens.data_ptr(), ch.rho_end.data_ptr())
+    if left < 0:
+        _check(left)
+    return left

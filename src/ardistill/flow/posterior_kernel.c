@@ -562,3 +562,174 @@ int ard_collapse_margin(int nthreads, int R, int M, int d, const int64_t *rows,
     struct pruned_job j = {M, d, rows, y, rho, Cs, lps, win, margin};
     return team_run(nthreads, 0, R, margin_range, &j);
 }
+
+/* ---------------------------------------------------------------------------------------------
+   The solver's step loop (`solver._Chunk.run` on this path): one call per grid step instead of
+   about a hundred small PyTorch operations, each row's floats exactly those of the PyTorch
+   bookkeeping around the kernels above (the same operations in the same order, products and
+   sums rounded separately as tensor operations round them: no contraction here).
+
+   State, indexed by row id (B rows in the chunk, d dimensions): y (B, d); the Adams history
+   hist (slots, B, d), D at node n - i in slot slot[i] (k of them); pruned, cand_ok (B,) bool;
+   the pruned rows' entries Cs (B, M, d), lps (B, M), their indices idx (B, M); gap (B,); the
+   evaluation counters. rows (n,): the active row ids, ascending. */
+
+static void adams(int d, int k, const double *w, const double *y0, const double *hist,
+                  int64_t lds, const int *slot, int64_t r, const double *first, double *out) {
+    /* out = y0 (+ w[0] * first) + w[i] * hist[slot[i]][r] for each i, left to right, each
+       product and sum rounded as the tensor operations `yp += b * D` round them (the volatile
+       product cannot be contracted into an FMA, whatever the compiler's flags) */
+    for (int j = 0; j < d; j++) out[j] = y0[j];
+    if (first) {
+        for (int j = 0; j < d; j++) { volatile double t = w[0] * first[j]; out[j] = out[j] + t; }
+        w++;
+    }
+    for (int i = 0; i < k; i++) {
+        const double *h = hist + slot[i] * lds + r * d;
+        for (int j = 0; j < d; j++) { volatile double t = w[i] * h[j]; out[j] = out[j] + t; }
+    }
+}
+
+static void augment_row(int d, const double *y, double rho, float *out) {  /* kernels.augment */
+    for (int j = 0; j < d; j++) out[j] = (float)(rho * y[j]);
+    out[d] = (float)(-0.5 * rho * rho);
+}
+
+/* One step of the active rows from node n to n + 1 (rho1: rho at n + 1): the predictor, one
+   evaluation (full rows: the sums pass and, with check_prune, the pruning pass for rows whose
+   largest weight reaches wmax_min with at most M entries certainly above thr, whose entries go
+   to cand / cand_ok where they are at most M; pruned rows: their own entries, and gap), the
+   corrector into y and the new D into hist slot new_slot. nthreads: for the full rows'
+   passes; nthreads_p: for the pruned rows. Returns the number of rows that got candidates
+   (>= 0), or a kernel's status (< 0). */
+int ard_flow_step(int nthreads, int nthreads_p, int n, const int64_t *rows, int B, int d,
+                  int V, int M, double *y, double *hist, const int *slot, int k, int new_slot,
+                  const double *pred, const double *corr, double rho1, int check_prune,
+                  float wmax_min, const float *logp, int64_t ldl, const float *P, float thr,
+                  const uint8_t *pruned, const double *Cs, const double *lps, double *gap,
+                  int32_t *full_evals, int32_t *pruned_evals, int64_t *cand, uint8_t *cand_ok) {
+    const int k1 = d + 1;
+    if (k1 > MAX_D + 1 || d < 1 || V % 8 || V < 8 || M < 1 || n < 0 || k < 1) return -1;
+    if (n == 0) return 0;
+    const int64_t lds = (int64_t)B * d;
+    const size_t nd = (size_t)n * d, nk = (size_t)n * k1, nn = (size_t)n;
+    /* doubles: yp, D1, Dq, yq (n d each), gq, rho (n each); int64: full, posf, prn, posp, pk
+       (n each), idx (n M); floats: yaug, yaug_pk (n k1 each), mz, mz_pk (2 n each), lb, cnt */
+    char *mem = malloc(sizeof(double) * (4 * nd + 2 * nn) + sizeof(int64_t) * (5 * nn + nn * M)
+                       + sizeof(float) * (2 * nk + 6 * nn));
+    if (!mem) return -2;
+    double *yp = (double *)mem, *D1 = yp + nd, *Dq = D1 + nd, *yq = Dq + nd, *gq = yq + nd;
+    double *rho = gq + nn;
+    int64_t *full = (int64_t *)(rho + nn), *posf = full + nn, *prn = posf + nn;
+    int64_t *posp = prn + nn, *pk = posp + nn, *idx = pk + nn;
+    float *yaug = (float *)(idx + nn * M), *yaug_pk = yaug + nk, *mz = yaug_pk + nk;
+    float *mz_pk = mz + 2 * nn, *lb = mz_pk + 2 * nn, *cnt = lb + nn;
+    int nf = 0, np = 0, status = 0, ncand = 0;
+    for (int i = 0; i < n; i++) {
+        const int64_t r = rows[i];
+        cand_ok[r] = 0;
+        adams(d, k, pred, y + r * d, hist, lds, slot, r, 0, yp + (int64_t)i * d);
+        if (pruned[r]) { prn[np] = r; posp[np++] = i; }
+        else { full[nf] = r; posf[nf++] = i; }
+    }
+    if (nf) {  /* full rows */
+        for (int i = 0; i < nf; i++) augment_row(d, yp + posf[i] * d, rho1, yaug + (int64_t)i * k1);
+        struct sums_job sj = {V, k1, yaug, logp, ldl, full, P, thr, Dq, mz, lb};
+        status = team_run(nthreads, 0, nf, sums_range, &sj);
+        if (status) goto out;
+        int npk = 0;
+        for (int i = 0; i < nf; i++) {
+            memcpy(D1 + posf[i] * d, Dq + (int64_t)i * d, sizeof(double) * d);
+            full_evals[full[i]] += 1;
+            if (check_prune && 1.0f / mz[2 * i + 1] >= wmax_min && lb[i] <= (float)M) {
+                memcpy(yaug_pk + (int64_t)npk * k1, yaug + (int64_t)i * k1, sizeof(float) * k1);
+                mz_pk[2 * npk] = mz[2 * i];
+                mz_pk[2 * npk + 1] = mz[2 * i + 1];
+                pk[npk++] = full[i];
+            }
+        }
+        if (npk) {  /* the pruning pass */
+            struct prune_job pj = {V, k1, yaug_pk, logp, ldl, pk, P, mz_pk, thr, M, cnt, idx};
+            status = team_run(nthreads, 0, npk, prune_range, &pj);
+            if (status) goto out;
+            for (int i = 0; i < npk; i++) {
+                if (cnt[i] <= (float)M) {
+                    memcpy(cand + pk[i] * M, idx + (int64_t)i * M, sizeof(int64_t) * M);
+                    cand_ok[pk[i]] = 1;
+                    ncand++;
+                }
+            }
+        }
+    }
+    if (np) {  /* pruned rows */
+        for (int i = 0; i < np; i++) {
+            memcpy(yq + (int64_t)i * d, yp + posp[i] * d, sizeof(double) * d);
+            rho[i] = rho1;
+        }
+        struct pruned_job pj = {M, d, prn, yq, rho, Cs, lps, Dq, gq};
+        status = team_run(nthreads_p, 0, np, denoiser_range, &pj);
+        if (status) goto out;
+        for (int i = 0; i < np; i++) {
+            memcpy(D1 + posp[i] * d, Dq + (int64_t)i * d, sizeof(double) * d);
+            gap[prn[i]] = gq[i];
+            pruned_evals[prn[i]] += 1;
+        }
+    }
+    for (int i = 0; i < n; i++) {  /* the corrector, then the new history entry */
+        const int64_t r = rows[i];
+        double yc[MAX_D];
+        adams(d, k, corr, y + r * d, hist, lds, slot, r, D1 + (int64_t)i * d, yc);
+        memcpy(y + r * d, yc, sizeof(double) * d);
+        memcpy(hist + new_slot * lds + r * d, D1 + (int64_t)i * d, sizeof(double) * d);
+    }
+out:
+    free(mem);
+    return status ? status : ncand;
+}
+
+/* The certificate after a step, at rho (the node reached): the active pruned rows whose last
+   gap is >= gap_min get their collapse margin (`collapse_margin`); where it is >= certify the
+   row is decided: tokens[r] = idx[r, winner], rho_end[r] = rho * scale. rows (n,) is
+   compacted in place to the undecided rows, in order. Returns their count, or a status < 0. */
+int ard_flow_decide(int nthreads, int64_t *rows, int n, int d, int M, const double *y,
+                    double rho, double scale, const uint8_t *pruned, const double *gap,
+                    double gap_min, double certify, const double *Cs, const double *lps,
+                    const int64_t *idx, int64_t *tokens, double *rho_end) {
+    if (M < 1 || d < 1 || d > MAX_D || n < 0) return -1;
+    int nc = 0;
+    for (int i = 0; i < n; i++) nc += pruned[rows[i]] && gap[rows[i]] >= gap_min;
+    if (!nc) return n;
+    char *mem = malloc((sizeof(double) * ((size_t)d + 2) + 2 * sizeof(int64_t)) * (size_t)nc);
+    if (!mem) return -2;
+    double *yc = (double *)mem, *rc = yc + (size_t)nc * d, *margin = rc + nc;
+    int64_t *ids = (int64_t *)(margin + nc), *win = ids + nc;
+    int c = 0;
+    for (int i = 0; i < n; i++) {
+        const int64_t r = rows[i];
+        if (!(pruned[r] && gap[r] >= gap_min)) continue;
+        ids[c] = r;
+        rc[c] = rho;
+        memcpy(yc + (int64_t)c * d, y + r * d, sizeof(double) * d);
+        c++;
+    }
+    struct pruned_job pj = {M, d, ids, yc, rc, Cs, lps, win, margin};
+    const int status = team_run(nthreads, 0, nc, margin_range, &pj);
+    if (status) { free(mem); return status; }
+    int keep = 0;
+    c = 0;
+    for (int i = 0; i < n; i++) {
+        const int64_t r = rows[i];
+        if (c < nc && ids[c] == r) {
+            const int ok = margin[c] >= certify;
+            const int64_t w = win[c++];
+            if (ok) {
+                tokens[r] = idx[r * M + w];
+                rho_end[r] = rho * scale;
+                continue;
+            }
+        }
+        rows[keep++] = r;
+    }
+    free(mem);
+    return keep;
+}

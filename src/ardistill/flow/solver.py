@@ -146,7 +146,7 @@ class _Chunk:
         self.rho_prune[rows] = self.rho(self.n) * self.fm.tv.scale
 
     def rho(self, n: int) -> float:
-        return float(self.fm.tv.rho(torch.tensor(self.fm.grid.u(n), dtype=torch.float64)))
+        return self.fm.rho_at(n)
 
     def _rho_rows(self, n: int, like: Tensor) -> Tensor:
         return torch.full((like.shape[0],), self.rho(n), dtype=torch.float64, device=like.device)
@@ -314,12 +314,45 @@ class _Chunk:
         self.hist = [self.evaluate(rows, self.y, self._rho_rows(0, self.y))]
         active = self.decide(rows)
         u_max = fm.tv.u_at(fm.cfg.rho_max)
+        if fm.packed is not None and fm.native_loop:
+            self._run_native(active, u_max)
+            return
         while active.numel():
             if fm.grid.u(self.n + 1) > u_max:
                 self.decide(active, force=True)
                 return
             self.step(active)
             active = self.decide(active)
+
+    def _run_native(self, active: Tensor, u_max: float) -> None:
+        """`run`'s loop with each step and decision in C (`native.flow_step`, `flow_decide`):
+        the same floats as the loop above on the compiled kernel, about a hundred small
+        PyTorch operations per step fewer. The history lives in slots of one tensor."""
+        fm, order = self.fm, self.fm.cfg.order
+        B, d = self.y.shape
+        self.H = torch.empty(order + 1, B, d, dtype=torch.float64)
+        self.H[0] = self.hist[0]
+        slots = [0]
+        active = active.clone()
+        n = active.numel()
+        gap_min = fm.cfg.certify_margin - _GAP_SLACK
+        while n:
+            if fm.grid.u(self.n + 1) > u_max:
+                self.decide(active[:n], force=True)
+                return
+            pred, corr = fm.step_weights(self.n)
+            new = min(set(range(order + 1)) - set(slots))
+            rho1 = self.rho(self.n + 1)
+            got = native.flow_step(self, active, n, torch.tensor(slots, dtype=torch.int32),
+                                   len(slots), new, pred, corr, rho1,
+                                   rho1 * fm.tv.scale >= fm.cfg.prune_from)
+            slots = [new] + slots[: order - 1]
+            self.n += 1
+            if got:  # rows whose posterior concentrated on <= M entries: restrict them
+                act = active[:n]
+                newly = act[self.cand_ok.index_select(0, act)]
+                self._prune(newly, self.cand.index_select(0, newly))
+            n = native.flow_decide(self, active, n, rho1, gap_min)
 
 
 def _rows_index(rows: Tensor) -> Tensor | slice:
@@ -400,10 +433,12 @@ class FlowMap:
     use_native: the full-codebook evaluations through the compiled kernel (`flow.native`):
     None where it applies (float32 on the CPU, V a multiple of 8, a kernel built here), False
     never, True always (ValueError where it does not apply).
+    native_loop: with the compiled kernel, run the solver's steps and decisions in C too (the
+    same floats as the Python loop, which False keeps: for tests and comparisons).
     """
 
     def __init__(self, codebook: Tensor, config: FlowSolverConfig | None = None, *,
-                 use_native: bool | None = None):
+                 use_native: bool | None = None, native_loop: bool = True):
         check_codebook(codebook)
         self.cfg = cfg = config or FlowSolverConfig()
         self.codebook = codebook
@@ -426,6 +461,23 @@ class FlowMap:
         self.tv = TimeVariable(cfg.knee, scale)
         self.grid = Grid(self.tv, cfg.num_steps, self.tv.u_at(cfg.rho_split), cfg.tail_du,
                          cfg.order)
+        self.native_loop = native_loop
+        self._rho: dict[int, float] = {}
+        self._weights: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def rho_at(self, n: int) -> float:
+        """rho at grid node n (float64; computed once per node)."""
+        if n not in self._rho:
+            self._rho[n] = float(self.tv.rho(torch.tensor(self.grid.u(n), dtype=torch.float64)))
+        return self._rho[n]
+
+    def step_weights(self, n: int) -> tuple[Tensor, Tensor]:
+        """`grid.weights(n)` as float64 CPU tensors (predictor, corrector), for the C loop."""
+        if n not in self._weights:
+            pred, corr = self.grid.weights(n)
+            self._weights[n] = (torch.tensor(pred, dtype=torch.float64),
+                                torch.tensor(corr, dtype=torch.float64))
+        return self._weights[n]
 
     def workspace(self, shape: torch.Size) -> Tensor:
         """A float32 CPU tensor of `shape` in memory this map keeps between calls (the chunk's
