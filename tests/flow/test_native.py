@@ -101,7 +101,8 @@ def test_kernel_calls_split_over_torch_threads_give_the_same_bits(kernel, monkey
     def outputs():
         sums = kernel.posterior_sums(yaug, logp, rows, packed, 1e-6)
         prune = kernel.posterior_prune(yaug, logp, rows, packed, sums[1], 1e-6, 64)
-        return (*sums, *prune, *kernel.pruned_denoiser(*pr), *kernel.collapse_margin(*pr))
+        return (*sums, *prune, *kernel.pruned_denoiser(*pr), *kernel.collapse_margin(*pr),
+                kernel.log(probs))
 
     monkeypatch.setattr(kernel, "MIN_WORK", 1)  # split even these small calls
     before = torch.get_num_threads()

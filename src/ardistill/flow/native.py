@@ -42,7 +42,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ard_count_above.restype = None
     lib.ard_count_above.argtypes = [i32, i32, p, i64, p, f32, p]
     lib.ard_log.restype = None
-    lib.ard_log.argtypes = [i64, p, p]
+    lib.ard_log.argtypes = [i32, i64, p, p]
     lib.ard_posterior_prune.restype = i32
     lib.ard_posterior_prune.argtypes = [i32, i32, i32, i32, p, p, i64, p, p, p, f32, i32, p, p]
     lib.ard_pruned_denoiser.restype = i32
@@ -164,7 +164,9 @@ def log(x: Tensor, out: Tensor | None = None) -> Tensor:
     elif out.shape != x.shape or out.dtype != torch.float32 or not out.is_contiguous():
         raise ValueError("out must be a contiguous float32 tensor of the input's shape")
     if x.numel():
-        _state["lib"].ard_log(x.numel(), x.data_ptr(), out.data_ptr())
+        groups = -(-x.numel() // 4096)  # the kernel's parts: groups of 4096 floats
+        _state["lib"].ard_log(threads_for(groups, 4096), x.numel(), x.data_ptr(),
+                              out.data_ptr())
     return out
 
 

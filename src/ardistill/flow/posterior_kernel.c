@@ -341,16 +341,31 @@ void ard_count_above(int R, int V, const float *x, int64_t ldx, const int64_t *r
     }
 }
 
-/* out[i] = log x[i] for n floats >= 0 (see log8). */
-void ard_log(int64_t n, const float *x, float *out) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) store8(out + i, log8(load8(x + i)));
-    if (i < n) {
+/* out[i] = log x[i] for i in [i0, i1) (see log8; lane by lane, so any split gives the same). */
+static void log_range(const float *x, float *out, int64_t i0, int64_t i1) {
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) store8(out + i, log8(load8(x + i)));
+    if (i < i1) {
         float tmp[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-        memcpy(tmp, x + i, sizeof(float) * (size_t)(n - i));
+        memcpy(tmp, x + i, sizeof(float) * (size_t)(i1 - i));
         const v8f v = log8(load8(tmp));
-        memcpy(out + i, &v, sizeof(float) * (size_t)(n - i));
+        memcpy(out + i, &v, sizeof(float) * (size_t)(i1 - i));
     }
+}
+
+struct log_job { int64_t n; const float *x; float *out; };
+
+static int log_part(void *p, int64_t s, int64_t e) {  /* [s, e) in groups of 4096 floats */
+    const struct log_job *j = p;
+    const int64_t i1 = e * 4096 < j->n ? e * 4096 : j->n;
+    log_range(j->x, j->out, s * 4096, i1);
+    return 0;
+}
+
+/* out[i] = log x[i] for n floats >= 0 (see log8), on nthreads team threads. */
+void ard_log(int nthreads, int64_t n, const float *x, float *out) {
+    struct log_job j = {n, x, out};
+    team_run(nthreads, 0, (n + 4095) / 4096, log_part, &j);
 }
 
 /* The full-codebook entry points. yaug (R, k1) float32 = [rho y, -rho^2 / 2] per row; logp: log
