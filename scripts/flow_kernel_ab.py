@@ -3,11 +3,12 @@
     python scripts/flow_kernel_ab.py OLD.c NEW.c [...] [--repeats 5] [--std 1.0,4.5]
     git show HEAD~1:src/ardistill/flow/posterior_kernel.c > /tmp/old.c   # an older version
 
-Records every `posterior_sums` call of one LlamaGen-like solve (`make_flow_problem("llamagen",
-256, std, seed=1)`, the `bench flow` problem at batch 256), builds each source with the flags
+Records every `posterior_sums` call of one solve of the `bench flow` problem at batch 256
+(`make_flow_problem(setting, 256, std, seed=1)`, LlamaGen-like by default; the Python step
+loop, so that every evaluation goes through that wrapper), builds each source with the flags
 of `utils.native`, and replays the recorded calls through each build in turn (alternating, so
-that the VM's drifts hit every build alike; best of `repeats`). Prints ms per solve's worth
-of calls, ns per codebook entry, and whether each build's outputs (D, mz, lb) equal the first
+that the VM's drifts hit every build alike; best of `repeats`). Prints ms per solve's worth of
+calls, ns per codebook entry, and whether each build's outputs (D, mz, lb) equal the first
 build's bit for bit. One thread (the kernel is single-threaded per call).
 """
 
@@ -28,9 +29,9 @@ from ardistill.flow.reference import make_flow_problem
 from ardistill.utils.native import FLAGS, HEADERS
 
 
-def record(std: float) -> dict:
-    noise, probs, C = make_flow_problem("llamagen", 256, std, seed=1)
-    fm = FlowMap(C)
+def record(setting: str, std: float) -> dict:
+    noise, probs, C = make_flow_problem(setting, 256, std, seed=1)
+    fm = FlowMap(C, native_loop=False)  # every evaluation through native.posterior_sums
     calls, orig = [], native.posterior_sums
 
     def rec(yaug, logp, rows, packed, thr):
@@ -84,12 +85,13 @@ def main() -> None:
     ap.add_argument("sources", nargs="+", type=Path)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--std", default="1.0,4.5", help="logit std of the problems (flat, peaked)")
+    ap.add_argument("--setting", default="llamagen", choices=["llamagen", "var"])
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         libs = [build(s, Path(tmp) / f"v{i}.so") for i, s in enumerate(args.sources)]
         for std in (float(s) for s in args.std.split(",")):
-            data = record(std)
+            data = record(args.setting, std)
             entries = sum(r.numel() for _, r in data["calls"]) * data["logp"].shape[1]
             best, outs = [float("inf")] * len(libs), [None] * len(libs)
             for _ in range(args.repeats):

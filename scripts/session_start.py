@@ -1,7 +1,8 @@
 """Seconds of `teacher.start` for LlamaGen-B at pair generation's batch (256, CFG: 512 rows),
 three times in one process, each session finished so that its KV cache goes back to the
-teacher's pool (`teachers/cache_pool.py`): the first start allocates the 9.7 GB cache, the next
-ones reuse it. User and system CPU time beside the wall time (docs/teachers.md).
+teacher's pool (`teachers/cache_pool.py`): the first start allocates the 9.7 GB cache (since
+session 11 uninitialised: its pages are touched as positions are written), the next ones
+reuse it. User and system CPU time beside the wall time (docs/teachers.md).
 
     python scripts/session_start.py [--batch 256] [--starts 3]
 """

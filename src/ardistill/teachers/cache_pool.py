@@ -1,8 +1,10 @@
 """Keep the KV cache of a finished decoding session for the teacher's next session.
 
-A LlamaGen-B session at batch 256 with CFG holds a 9.7 GB cache; allocating it took 15-35 s on
-the development VM (2-core EPYC), nearly all of it page faults (system time), against 0.6 s to
-re-zero one already in memory, and pair generation starts one session per batch (VAR-d16 at
+A LlamaGen-B session at batch 256 with CFG holds a 9.7 GB cache; allocating it zeroed took 15-35
+s on the development VM (2-core EPYC), nearly all of it page faults (system time), against 0.6
+s to re-zero one already in memory (eager sessions now leave a new cache uninitialised and
+fault its pages in as they write them; a kept one saves those faults), and pair generation
+starts one session per batch (VAR-d16 at
 batch 256: 5.7 GB, faulted in during the first steps). A pool holds at most one cache: the
 memory stays with the teacher until it is garbage-collected or `clear()`ed. Thread-safe (the
 app runs sessions in threads); a session that is never finished keeps its cache to itself.

@@ -79,11 +79,15 @@ class LlamaGenSession:
         dev = w.device
         max_len = self.cond_tokens + self.num_tokens
         self._pool, self._pool_key = pool, (self.rows, max_len, str(dev), w.dtype)
-        make = lambda: KVCache.allocate(cfg, self.rows, max_len, dev, w.dtype)  # noqa: E731
+        # The static step attends every position (under the mask): values never written must
+        # be finite (zeros, also in a kept cache). The eager steps and prefill read written
+        # positions only: their cache is left uninitialised (no multi-GB zeroing up front).
+        make = lambda: KVCache.allocate(cfg, self.rows, max_len, dev, w.dtype,  # noqa: E731
+                                        zeroed=static)
         self.cache, kept = pool.take(self._pool_key, make) if pool else (make(), False)
-        if kept and static:  # the static step attends every position (under the mask): the
-            self.cache.k.zero_()  # kept one's stale values must not be inf / NaN; zeros are
-            self.cache.v.zero_()  # what a new cache holds. The eager step reads written ones.
+        if kept and static:
+            self.cache.k.zero_()
+            self.cache.v.zero_()
         key_ok = torch.ones(self.rows, max_len, dtype=torch.bool, device=dev)
         if cond_mask is not None:
             key_ok[:, : self.cond_tokens] = cond_mask
@@ -109,7 +113,10 @@ class LlamaGenSession:
         s = h.shape[1]
         mask = prefill_mask(key_ok, s)
         pos = torch.arange(s, device=h.device)
-        logits = self.gpt.run(h, self.rope[:s], mask, self.cache, pos)
+        if self._static:
+            logits = self.gpt.run(h, self.rope[:s], mask, self.cache, pos)
+        else:  # the s written positions only (the rest of the cache is uninitialised)
+            logits = self.gpt.run(h, self.rope[:s], mask[..., :s], self.cache, pos, kv_len=s)
         return logits[:, -1].clone()  # (R, V) float32
 
     def next_probs(self) -> Tensor:
