@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ardistill.app.compare import APP_METHODS, Comparer, Request, parse_classes, timing_table
 from ardistill.app.page import build_page, slug
 from ardistill.cli import main
+from ardistill.sampling.spec import Models
+from ardistill.teachers.fast_linear import FastLinear
+from ardistill.utils.dtypes import AUTO_ENV, auto_name, resolve
 
 TINY = "tiny_teachers:tiny_var"
 
@@ -90,3 +94,41 @@ def test_page_builds_with_a_gallery_per_method():
     ids = {getattr(b, "elem_id", None) for b in page.blocks.values()}
     assert {f"gallery-{slug(m)}" for m in APP_METHODS} <= ids
     assert {"generate", "status", "timings", "teacher", "classes", "methods"} <= ids
+
+
+def test_int8_comparer_runs_teacher_and_student_in_int8():
+    """`ardistill app --int8`: the teacher's transformer and the students run their linears in
+    int8 (as `ardistill sample --int8`); the panels still come out (float32 models: `auto`
+    means fp32 with int8)."""
+    comparer = Comparer(int8=True)
+    panels = comparer.compare(Request("mnist-llamagen", ("teacher", "DD 1-step"), count=2,
+                                      seed=3))
+    assert not any(p.error for p in panels) and all(len(p.images) == 2 for p in panels)
+    teacher = comparer.teacher("mnist-llamagen")
+    linears = [m for m in teacher.gpt.modules() if isinstance(m, FastLinear)]
+    assert linears and all(m.cpu_int8 for m in linears)
+    (student, _), = comparer._students.values()
+    assert all(m.cpu_int8 for m in student.modules() if isinstance(m, FastLinear))
+    # the same request in float32 gives other images (the int8 path did run)
+    plain = Comparer(dtype="fp32").compare(Request("mnist-llamagen", ("DD 1-step",), count=2,
+                                                   seed=3))
+    assert not np.array_equal(plain[0].images[0], panels[1].images[0])
+
+
+def test_int8_makes_auto_mean_fp32(monkeypatch):
+    """With int8, dtype auto resolves to fp32 even where auto would pick bf16."""
+    monkeypatch.setenv(AUTO_ENV, "bf16")  # a machine where auto means bf16
+    auto_name.cache_clear()
+    try:
+        assert resolve(Models("mnist-llamagen").dtype) == torch.bfloat16
+        assert Models("mnist-llamagen", int8=True).dtype == "fp32"
+        assert Models("mnist-llamagen", dtype="bf16", int8=True).dtype == "bf16"  # refused later
+    finally:
+        auto_name.cache_clear()
+
+
+def test_app_command_takes_int8():
+    from ardistill.cli import build_parser
+
+    assert build_parser().parse_args(["app", "--int8"]).int8
+    assert not build_parser().parse_args(["app"]).int8

@@ -144,11 +144,11 @@ def _preset_t2(teacher: Teacher) -> int:
 
 
 def sample_config(req: Request, name: str, teacher: Teacher, device: str = "cpu",
-                  dtype: str = "auto") -> SampleConfig:
+                  dtype: str = "auto", int8: bool = False) -> SampleConfig:
     """The SampleConfig `ardistill sample` builds for the same flags (one batch of count)."""
     method = method_spec(name, req, teacher)
     student = req.students.get(name) or None
-    models = Models(req.teacher, req.tokenizer_ckpt, student, device, dtype)
+    models = Models(req.teacher, req.tokenizer_ckpt, student, device, dtype, int8=int8)
     classes = parse_classes(req.classes) if teacher.num_classes else "balanced"
     return SampleConfig(models, method, num=req.count, batch_size=req.count, seed=req.seed,
                         classes=classes, captions=req.captions or None,
@@ -173,8 +173,8 @@ def prompts_file(text: str | None) -> str | None:
 class Comparer:
     """Loads each teacher and student once, then answers requests."""
 
-    def __init__(self, device: str = "cpu", dtype: str = "auto") -> None:
-        self.device, self.dtype = device, dtype
+    def __init__(self, device: str = "cpu", dtype: str = "auto", int8: bool = False) -> None:
+        self.device, self.dtype, self.int8 = device, dtype, int8
         self._teachers: dict[tuple, Teacher] = {}
         self._students: dict[tuple, tuple] = {}
         self._onestep: dict[tuple, object] = {}  # onestep* samplers: marginals cost teacher runs
@@ -183,7 +183,7 @@ class Comparer:
         key = (spec, tokenizer_ckpt)
         if key not in self._teachers:
             self._teachers[key] = load_sampling_teacher(
-                Models(spec, tokenizer_ckpt, None, self.device, self.dtype))
+                Models(spec, tokenizer_ckpt, None, self.device, self.dtype, int8=self.int8))
         return self._teachers[key]
 
     def _student(self, cfg: SampleConfig, teacher: Teacher):
@@ -200,7 +200,7 @@ class Comparer:
         settings) becomes the panel's error text."""
         try:
             teacher = self.teacher(req.teacher, req.tokenizer_ckpt)
-            cfg = sample_config(req, name, teacher, self.device, self.dtype)
+            cfg = sample_config(req, name, teacher, self.device, self.dtype, self.int8)
             student, hints = (self._student(cfg, teacher) if cfg.method.needs_student
                               else (None, {}))
             if isinstance(cfg.method, OneStepMethod):

@@ -27,13 +27,16 @@ _CSS = """
 class AppOptions:
     """teachers: the choices of the teacher menu (the first is selected; a user may also type
     another spec); tokenizer_ckpt: the VQ file of official presets; students: default student
-    files by app method name; device, dtype: where the models run."""
+    files by app method name; device, dtype: where the models run; int8: LlamaGen and VAR
+    linears (teachers' transformers and students) in int8 on the CPU (`ardistill sample
+    --int8`)."""
 
     teachers: tuple[str, ...] = ("mnist-llamagen", "mnist-var", "mnist-t2i")
     tokenizer_ckpt: str | None = None
     students: tuple[tuple[str, str], ...] = ()
     device: str = "cpu"
     dtype: str = "auto"
+    int8: bool = False
 
 
 def slug(name: str) -> str:
@@ -58,7 +61,7 @@ def build_page(opts: AppOptions, comparer: Comparer | None = None):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    comparer = comparer or Comparer(opts.device, opts.dtype)
+    comparer = comparer or Comparer(opts.device, opts.dtype, opts.int8)
     defaults = dict(opts.students)
     with gr.Blocks(title="ardistill app", analytics_enabled=False) as page:
         gr.Markdown("## ardistill: a teacher and its distilled students, side by side\n"

@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student-dd2", default=None, help="DD2 1-step student file")
     p.add_argument("--device", default="cpu")
     add_dtype(p)
+    p.add_argument("--int8", action="store_true",
+                   help="CPU: the linear layers of LlamaGen and VAR teachers' transformers and "
+                   "students in int8 (as `ardistill sample --int8`; lossy; --dtype auto then "
+                   "means fp32)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: leave torch's default)")
     p.set_defaults(func=run)
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                          ("DD 2-step", args.student_2step),
                                          ("DD2 1-step", args.student_dd2)) if v)
     opts = AppOptions(tuple(args.teacher or ("mnist-llamagen", "mnist-var", "mnist-t2i")),
-                      args.tokenizer_ckpt, students, args.device, args.dtype)
+                      args.tokenizer_ckpt, students, args.device, args.dtype, args.int8)
     print(f"app: serving on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     launch(build_page(opts), args.host, args.port)
     return 0

@@ -89,7 +89,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="CPU: the linear layers of the student and of the teacher's "
                    "transformer in int8 (weights per channel, activations per call; lossy: "
                    "docs/student-llamagen.md, docs/teachers.md); LlamaGen and VAR models in "
-                   "float32 (--dtype fp32 where auto picks bf16)")
+                   "float32 (with --int8, --dtype auto means fp32)")
     p.add_argument("--no-pngs", action="store_true", help="no per-image PNGs (grid and npz only)")
     p.add_argument("--out", required=True, help="output folder")
 

@@ -47,7 +47,8 @@ class Models:
     student: a student file for the DD methods (None: the preset's shipped student);
     dtype: fp32 | bf16 | fp16 | auto (`utils.dtypes`: bf16 where it is fast, else fp32);
     int8: the linear layers of the student and of the teacher's transformer in int8 on the
-    CPU (`teachers.int8`; lossy)."""
+    CPU (`teachers.int8`; lossy). They need float32 models: with int8, dtype auto means fp32
+    (int8 is the alternative to bf16 there, not an addition)."""
 
     teacher: str
     tokenizer_ckpt: str | None = None
@@ -58,7 +59,8 @@ class Models:
     int8: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", dtypes.canonical(self.dtype))
+        dtype = dtypes.canonical(self.dtype)
+        object.__setattr__(self, "dtype", "fp32" if self.int8 and dtype == dtypes.AUTO else dtype)
 
 
 @dataclass(frozen=True)
