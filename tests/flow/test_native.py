@@ -174,38 +174,47 @@ def test_entries_above_pads_with_minus_one():
     assert entries_above(x, 0.15, 3).tolist() == [[1, 3, 4], [0, -1, -1]]
 
 
-def _pruned_problem(B=40, M=48, d=8, seed=0):
+def _pruned_problem(B=40, M=48, d=8, V=300, seed=0):
+    """(rows, y, rho, C64, idx, lps) for the pruned kernels; Cs = C64[idx] for PyTorch's."""
     g = torch.Generator().manual_seed(seed)
-    Cs = torch.randn(B, M, d, generator=g, dtype=torch.float64)
-    Cs[:, 7] = Cs[:, 3]  # two equal entries (indistinguishable by the flow)
+    C64 = torch.randn(V, d, generator=g, dtype=torch.float64)
+    idx = torch.randint(0, V, (B, M), generator=g)
+    idx[:, 7] = idx[:, 3]  # two equal entries (indistinguishable by the flow)
     lps = torch.log_softmax(3 * torch.randn(B, M, generator=g, dtype=torch.float64), -1)
     lps[:, 5] = -math.inf  # padding (`entries_above`'s -1)
+    idx[:, 5] = 0
     lps[11, 1:] = -math.inf  # a row with one entry
     rows = torch.tensor([11, 3, 0, 39, 3, 20, 21, 22])
     y = 3 * torch.randn(rows.numel(), d, generator=g, dtype=torch.float64)
     rho = torch.tensor([0.5, 2.0, 10.0, 100.0, 3.0, 30.0, 7.0, 1e3], dtype=torch.float64)
-    return rows, y, rho, Cs, lps
+    return rows, y, rho, C64, idx, lps
 
 
 def test_pruned_kernels_match_the_pytorch_ones(kernel):
-    rows, y, rho, Cs, lps = _pruned_problem()
-    D, gap = kernel.pruned_denoiser(rows, y, rho, Cs, lps)
+    rows, y, rho, C64, idx, lps = _pruned_problem()
+    Cs = C64[idx]
+    D, gap = kernel.pruned_denoiser(rows, y, rho, C64, idx, lps)
     D2, gap2 = K.pruned_denoiser(y, Cs[rows], lps[rows], rho)
     assert torch.allclose(D, D2, rtol=1e-12, atol=1e-12)
     assert torch.allclose(gap, gap2, rtol=1e-10) and gap[0] == math.inf
-    k, margin = kernel.collapse_margin(rows, y, rho, Cs, lps)
+    k, margin = kernel.collapse_margin(rows, y, rho, C64, idx, lps)
     k2, margin2 = K.collapse_margin(y, Cs[rows], lps[rows], rho)
     assert torch.equal(k, k2)
     assert torch.allclose(margin, margin2, rtol=1e-10) and margin[0] == math.inf
     assert bool((margin[1:] < math.inf).all()) and bool((margin > 20).any())
     # one row at a time: the same bits (a row's result depends on its own entries only)
     for i in range(rows.numel()):
-        one = kernel.pruned_denoiser(rows[i : i + 1], y[i : i + 1], rho[i : i + 1], Cs, lps)
+        one = kernel.pruned_denoiser(rows[i : i + 1], y[i : i + 1], rho[i : i + 1], C64, idx,
+                                     lps)
         assert torch.equal(one[0][0], D[i]) and torch.equal(one[1][0], gap[i])
     with pytest.raises(ValueError, match="row ids"):
-        kernel.pruned_denoiser(torch.tensor([40]), y[:1], rho[:1], Cs, lps)
+        kernel.pruned_denoiser(torch.tensor([40]), y[:1], rho[:1], C64, idx, lps)
     with pytest.raises(ValueError, match="float64"):
-        kernel.collapse_margin(rows, y, rho, Cs.float(), lps)
+        kernel.collapse_margin(rows, y, rho, C64.float(), idx, lps)
+    bad = idx.clone()
+    bad[0, 0] = 300
+    with pytest.raises(ValueError, match="entry indices"):
+        kernel.pruned_denoiser(rows, y, rho, C64, bad, lps)
 
 
 def test_log_is_torch_log_with_zeros_and_subnormals_at_minus_inf(kernel):

@@ -46,12 +46,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ard_posterior_prune.restype = i32
     lib.ard_posterior_prune.argtypes = [i32, i32, i32, i32, p, p, i64, p, p, p, f32, i32, p, p]
     lib.ard_pruned_denoiser.restype = i32
-    lib.ard_pruned_denoiser.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p]
+    lib.ard_pruned_denoiser.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p, p]
     lib.ard_collapse_margin.restype = i32
-    lib.ard_collapse_margin.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p]
+    lib.ard_collapse_margin.argtypes = [i32, i32, i32, i32, p, p, p, p, p, p, p, p]
     lib.ard_flow_step.restype = i32
     lib.ard_flow_step.argtypes = [i32, i32, i32, p, i32, i32, i32, i32, p, p, p, i32, i32, p, p,
-                                  f64, i32, f32, p, i64, p, f32, p, p, p, p, p, p, p, p]
+                                  f64, i32, f32, p, i64, p, f32, p, p, p, p, p, p, p, p, p]
     lib.ard_flow_decide.restype = i32
     lib.ard_flow_decide.argtypes = [i32, p, i32, i32, i32, p, f64, f64, p, p, f64, f64, p, p, p,
                                     p, p]
@@ -192,48 +192,56 @@ def posterior_prune(yaug: Tensor, logp: Tensor, rows: Tensor, packed: Tensor, mz
     return cnt, idx
 
 
-def _pruned_args(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tensor) -> tuple:
-    B, M, d = Cs.shape
-    if not (Cs.dtype == lps.dtype == y.dtype == rho.dtype == torch.float64
-            and Cs.is_contiguous() and lps.is_contiguous() and lps.shape == (B, M)):
-        raise ValueError("pruned kernels need float64 Cs (B, M, d) and lps (B, M), contiguous")
+def _pruned_args(rows: Tensor, y: Tensor, rho: Tensor, C64: Tensor, idx: Tensor, lps: Tensor
+                 ) -> tuple:
+    B, M = lps.shape
+    V, d = C64.shape
+    if not (C64.dtype == lps.dtype == y.dtype == rho.dtype == torch.float64
+            and idx.dtype == torch.int64 and idx.shape == (B, M)
+            and C64.is_contiguous() and lps.is_contiguous() and idx.is_contiguous()):
+        raise ValueError("pruned kernels need float64 C64 (V, d) and lps (B, M), int64 idx "
+                         "(B, M), contiguous")
     rows = rows.contiguous()
     if rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < B:
         raise ValueError(f"row ids must lie in [0, {B})")
+    if idx.numel() and not 0 <= int(idx.min()) <= int(idx.max()) < V:
+        raise ValueError(f"entry indices must lie in [0, {V})")
     return rows, y.contiguous(), rho.contiguous(), M, d
 
 
-def pruned_denoiser(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tensor
-                    ) -> tuple[Tensor, Tensor]:
-    """`kernels.pruned_denoiser(y, Cs[rows], lps[rows], rho)` in C (float64, one row at a time,
-    no gathered copies): D (n, d) and the top-2 gap (n,). rows (n,) int64 into Cs (B, M, d)
-    and lps (B, M); y (n, d) and rho (n,) per row of the call."""
-    rows, y, rho, M, d = _pruned_args(rows, y, rho, Cs, lps)
+def pruned_denoiser(rows: Tensor, y: Tensor, rho: Tensor, C64: Tensor, idx: Tensor,
+                    lps: Tensor) -> tuple[Tensor, Tensor]:
+    """`kernels.pruned_denoiser(y, C64[idx[rows]], lps[rows], rho)` in C (float64, one row at a
+    time, the codebook rows read in place): D (n, d) and the top-2 gap (n,). rows (n,) int64
+    into idx (B, M) (entries of C64 (V, d)) and lps (B, M) (-inf: padding, skipped); y (n, d)
+    and rho (n,) per row of the call."""
+    rows, y, rho, M, d = _pruned_args(rows, y, rho, C64, idx, lps)
     n = rows.numel()
     D = torch.empty(n, d, dtype=torch.float64)
     gap = torch.empty(n, dtype=torch.float64)
     if n:
         _check(_state["lib"].ard_pruned_denoiser(threads_for(n, M * d), n, M, d,
-                                                 rows.data_ptr(), y.data_ptr(),
-                                                 rho.data_ptr(), Cs.data_ptr(), lps.data_ptr(),
-                                                 D.data_ptr(), gap.data_ptr()))
+                                                 rows.data_ptr(), y.data_ptr(), rho.data_ptr(),
+                                                 C64.data_ptr(), idx.data_ptr(),
+                                                 lps.data_ptr(), D.data_ptr(), gap.data_ptr()))
     return D, gap
 
 
-def collapse_margin(rows: Tensor, y: Tensor, rho: Tensor, Cs: Tensor, lps: Tensor
-                    ) -> tuple[Tensor, Tensor]:
-    """`kernels.collapse_margin(y, Cs[rows], lps[rows], rho)` in C (float64): the winner k (n,)
-    int64 (index into M) and the smallest future log-weight gap (n,). Shapes as
+def collapse_margin(rows: Tensor, y: Tensor, rho: Tensor, C64: Tensor, idx: Tensor,
+                    lps: Tensor) -> tuple[Tensor, Tensor]:
+    """`kernels.collapse_margin(y, C64[idx[rows]], lps[rows], rho)` in C (float64): the winner
+    k (n,) int64 (index into M) and the smallest future log-weight gap (n,). Shapes as
     `pruned_denoiser`."""
-    rows, y, rho, M, d = _pruned_args(rows, y, rho, Cs, lps)
+    rows, y, rho, M, d = _pruned_args(rows, y, rho, C64, idx, lps)
     n = rows.numel()
     k = torch.empty(n, dtype=torch.int64)
     margin = torch.empty(n, dtype=torch.float64)
     if n:
         _check(_state["lib"].ard_collapse_margin(threads_for(n, M * d), n, M, d,
-                                                 rows.data_ptr(), y.data_ptr(),
-                                                 rho.data_ptr(), Cs.data_ptr(), lps.data_ptr(),
-                                                 k.data_ptr(), margin.data_ptr()))
+                                                 rows.data_ptr(), y.data_ptr(), rho.data_ptr(),
+                                                 C64.data_ptr(), idx.data_ptr(),
+                                                 lps.data_ptr(), k.data_ptr(),
+                                                 margin.data_ptr()))
     return k, margin
 
 
@@ -251,7 +259,8 @@ def flow_step(ch, active: Tensor, n: int, slots: Tensor, k: int, new_slot: int, 
         ch.y.data_ptr(), ch.H.data_ptr(), slots.data_ptr(), k, new_slot, pred.data_ptr(),
         corr.data_ptr(), rho1, int(check_prune), 0.5 / fm.M, ch.logp.data_ptr(),
         ch.logp.stride(0), fm.packed.data_ptr(), fm.prune_threshold, ch.pruned.data_ptr(),
-        ch.Cs.data_ptr(), ch.lps.data_ptr(), ch.gap.data_ptr(), ch.full_evals.data_ptr(),
+        fm.C64.data_ptr(), ch.idx.data_ptr(), ch.lps.data_ptr(), ch.gap.data_ptr(),
+        ch.full_evals.data_ptr(),
         ch.pruned_evals.data_ptr(), ch.cand.data_ptr(), ch.cand_ok.data_ptr())
     if got < 0:
         _check(got)
@@ -267,7 +276,7 @@ def flow_decide(ch, active: Tensor, n: int, rho: float, gap_min: float) -> int:
     left = _state["lib"].ard_flow_decide(
         threads_for(n, fm.M * d), active.data_ptr(), n, d, fm.M, ch.y.data_ptr(), rho,
         fm.tv.scale, ch.pruned.data_ptr(), ch.gap.data_ptr(), gap_min,
-        fm.cfg.certify_margin, ch.Cs.data_ptr(), ch.lps.data_ptr(), ch.idx.data_ptr(),
+        fm.cfg.certify_margin, fm.C64.data_ptr(), ch.lps.data_ptr(), ch.idx.data_ptr(),
         ch.tokens.data_ptr(), ch.rho_end.data_ptr())
     if left < 0:
         _check(left)

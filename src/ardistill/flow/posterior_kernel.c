@@ -463,14 +463,18 @@ int ard_posterior_prune(int nthreads, int R, int V, int k1, const float *yaug,
 /* ---------------------------------------------------------------------------------------------
    The pruned steps (float64; `kernels.pruned_denoiser` and `kernels.collapse_margin`, same
    formulas, one row at a time: a row's result depends on its own entries only). Row r of the
-   call is solver row rows[r]: its entries Cs[rows[r]] (M, d) and log probs lps[rows[r]] (M);
-   y (R, d) and rho (R,) per call row. */
+   call is solver row rows[r]: its entries are the codebook rows C64[idx[rows[r], j]] (C64 (V,
+   d) float64; read in place, no gathered (B, M, d) copy) with log probs lps[rows[r], j] (M);
+   entries with log p = -inf (padding) are skipped: their weight is exactly 0. y (R, d) and rho
+   (R,) per call row. */
 
 /* E_j = lps_j - |y - rho c_j|^2 / 2 into E (M,). */
 static inline void pruned_logits_row(int M, int d, const double *y, double rho,
-                                     const double *Cs, const double *lps, double *E) {
+                                     const double *C64, const int64_t *idx, const double *lps,
+                                     double *E) {
     for (int j = 0; j < M; j++) {
-        const double *c = Cs + (int64_t)j * d;
+        if (lps[j] == -INFINITY) { E[j] = -INFINITY; continue; }
+        const double *c = C64 + idx[j] * d;
         double s = 0.0;
         for (int k = 0; k < d; k++) {
             const double u = y[k] - rho * c[k];
@@ -483,13 +487,14 @@ static inline void pruned_logits_row(int M, int d, const double *y, double rho,
 /* D (R, d) = the posterior mean over each row's entries; gap (R,) = its top-2 log-weight gap
    (inf with one entry). */
 static int pruned_denoiser_rows(int R, int M, int d, const int64_t *rows, const double *y,
-                                const double *rho, const double *Cs, const double *lps,
-                                double *D, double *gap) {
+                                const double *rho, const double *C64, const int64_t *idxs,
+                                const double *lps, double *D, double *gap) {
     double *E = malloc(sizeof(double) * (size_t)M);
     if (!E) return -2;
     for (int r = 0; r < R; r++) {
-        const double *C = Cs + rows[r] * (int64_t)M * d, *yr = y + (int64_t)r * d;
-        pruned_logits_row(M, d, yr, rho[r], C, lps + rows[r] * (int64_t)M, E);
+        const int64_t *idx = idxs + rows[r] * (int64_t)M;
+        const double *yr = y + (int64_t)r * d;
+        pruned_logits_row(M, d, yr, rho[r], C64, idx, lps + rows[r] * (int64_t)M, E);
         double m1 = -INFINITY, m2 = -INFINITY;
         for (int j = 0; j < M; j++) {
             if (E[j] > m1) { m2 = m1; m1 = E[j]; }
@@ -498,9 +503,10 @@ static int pruned_denoiser_rows(int R, int M, int d, const int64_t *rows, const 
         gap[r] = M < 2 ? INFINITY : m1 - m2;
         double z = 0.0, a[MAX_D] = {0};
         for (int j = 0; j < M; j++) {
-            const double e = exp(E[j] - m1);  /* exp(-inf) = 0 */
+            if (E[j] == -INFINITY) continue;  /* e = 0: adds exactly nothing */
+            const double e = exp(E[j] - m1);
             z += e;
-            const double *c = C + (int64_t)j * d;
+            const double *c = C64 + idx[j] * d;
             for (int k = 0; k < d; k++) a[k] += e * c[k];
         }
         for (int k = 0; k < d; k++) D[(int64_t)r * d + k] = a[k] / z;
@@ -512,21 +518,22 @@ static int pruned_denoiser_rows(int R, int M, int d, const int64_t *rows, const 
 /* The winner k (R,) (index into M) and the smallest future log-weight gap (R,): see
    `kernels.collapse_margin`. */
 static int collapse_margin_rows(int R, int M, int d, const int64_t *rows, const double *y,
-                                const double *rho, const double *Cs, const double *lps,
-                                int64_t *win, double *margin) {
+                                const double *rho, const double *C64, const int64_t *idxs,
+                                const double *lps, int64_t *win, double *margin) {
     double *E = malloc(sizeof(double) * (size_t)M);
     if (!E) return -2;
     for (int r = 0; r < R; r++) {
-        const double *C = Cs + rows[r] * (int64_t)M * d, *yr = y + (int64_t)r * d;
+        const int64_t *idx = idxs + rows[r] * (int64_t)M;
+        const double *yr = y + (int64_t)r * d;
         const double *lp = lps + rows[r] * (int64_t)M, rh = rho[r];
-        pruned_logits_row(M, d, yr, rh, C, lp, E);
+        pruned_logits_row(M, d, yr, rh, C64, idx, lp, E);
         int k = 0;
         for (int j = 1; j < M; j++) if (E[j] > E[k]) k = j;  /* first maximum, as argmax */
-        const double *ck = C + (int64_t)k * d;
+        const double *ck = C64 + idx[k] * d;
         double best = INFINITY;
         for (int j = 0; j < M; j++) {
             if (isinf(lp[j])) continue;
-            const double *c = C + (int64_t)j * d;
+            const double *c = C64 + idx[j] * d;
             double dist2 = 0.0, slope = 0.0;
             for (int i = 0; i < d; i++) {
                 const double diff = ck[i] - c[i];
@@ -546,35 +553,36 @@ static int collapse_margin_rows(int R, int M, int d, const int64_t *rows, const 
 }
 
 /* The entry points: rows split over the team (each row's result depends on its own data). */
-struct pruned_job { int M, d; const int64_t *rows; const double *y, *rho, *Cs, *lps;
-                    void *out; double *val; };
+struct pruned_job { int M, d; const int64_t *rows; const double *y, *rho, *C64;
+                    const int64_t *idx; const double *lps; void *out; double *val; };
 
 static int denoiser_range(void *p, int64_t s, int64_t e) {
     const struct pruned_job *j = p;
     return pruned_denoiser_rows((int)(e - s), j->M, j->d, j->rows + s, j->y + s * j->d,
-                                j->rho + s, j->Cs, j->lps, (double *)j->out + s * j->d,
+                                j->rho + s, j->C64, j->idx, j->lps, (double *)j->out + s * j->d,
                                 j->val + s);
 }
 
 static int margin_range(void *p, int64_t s, int64_t e) {
     const struct pruned_job *j = p;
     return collapse_margin_rows((int)(e - s), j->M, j->d, j->rows + s, j->y + s * j->d,
-                                j->rho + s, j->Cs, j->lps, (int64_t *)j->out + s, j->val + s);
+                                j->rho + s, j->C64, j->idx, j->lps, (int64_t *)j->out + s,
+                                j->val + s);
 }
 
 int ard_pruned_denoiser(int nthreads, int R, int M, int d, const int64_t *rows,
-                        const double *y, const double *rho, const double *Cs,
-                        const double *lps, double *D, double *gap) {
+                        const double *y, const double *rho, const double *C64,
+                        const int64_t *idx, const double *lps, double *D, double *gap) {
     if (M < 1 || d < 1 || d > MAX_D) return -1;
-    struct pruned_job j = {M, d, rows, y, rho, Cs, lps, D, gap};
+    struct pruned_job j = {M, d, rows, y, rho, C64, idx, lps, D, gap};
     return team_run(nthreads, 0, R, denoiser_range, &j);
 }
 
 int ard_collapse_margin(int nthreads, int R, int M, int d, const int64_t *rows,
-                        const double *y, const double *rho, const double *Cs,
-                        const double *lps, int64_t *win, double *margin) {
+                        const double *y, const double *rho, const double *C64,
+                        const int64_t *idx, const double *lps, int64_t *win, double *margin) {
     if (M < 1 || d < 1 || d > MAX_D) return -1;
-    struct pruned_job j = {M, d, rows, y, rho, Cs, lps, win, margin};
+    struct pruned_job j = {M, d, rows, y, rho, C64, idx, lps, win, margin};
     return team_run(nthreads, 0, R, margin_range, &j);
 }
 
@@ -586,7 +594,8 @@ int ard_collapse_margin(int nthreads, int R, int M, int d, const int64_t *rows,
 
    State, indexed by row id (B rows in the chunk, d dimensions): y (B, d); the Adams history
    hist (slots, B, d), D at node n - i in slot slot[i] (k of them); pruned, cand_ok (B,) bool;
-   the pruned rows' entries Cs (B, M, d), lps (B, M), their indices idx (B, M); gap (B,); the
+   the pruned rows' entries: their codebook indices idx (B, M) into C64 (V, d) and log probs
+   lps (B, M); gap (B,); the
    evaluation counters. rows (n,): the active row ids, ascending. */
 
 static void adams(int d, int k, const double *w, const double *y0, const double *hist,
@@ -621,7 +630,8 @@ int ard_flow_step(int nthreads, int nthreads_p, int n, const int64_t *rows, int 
                   int V, int M, double *y, double *hist, const int *slot, int k, int new_slot,
                   const double *pred, const double *corr, double rho1, int check_prune,
                   float wmax_min, const float *logp, int64_t ldl, const float *P, float thr,
-                  const uint8_t *pruned, const double *Cs, const double *lps, double *gap,
+                  const uint8_t *pruned, const double *C64, const int64_t *pidx,
+                  const double *lps, double *gap,
                   int32_t *full_evals, int32_t *pruned_evals, int64_t *cand, uint8_t *cand_ok) {
     const int k1 = d + 1;
     if (k1 > MAX_D + 1 || d < 1 || V % 8 || V < 8 || M < 1 || n < 0 || k < 1) return -1;
@@ -681,7 +691,7 @@ int ard_flow_step(int nthreads, int nthreads_p, int n, const int64_t *rows, int 
             memcpy(yq + (int64_t)i * d, yp + posp[i] * d, sizeof(double) * d);
             rho[i] = rho1;
         }
-        struct pruned_job pj = {M, d, prn, yq, rho, Cs, lps, Dq, gq};
+        struct pruned_job pj = {M, d, prn, yq, rho, C64, pidx, lps, Dq, gq};
         status = team_run(nthreads_p, 0, np, denoiser_range, &pj);
         if (status) goto out;
         for (int i = 0; i < np; i++) {
@@ -708,7 +718,7 @@ out:
    compacted in place to the undecided rows, in order. Returns their count, or a status < 0. */
 int ard_flow_decide(int nthreads, int64_t *rows, int n, int d, int M, const double *y,
                     double rho, double scale, const uint8_t *pruned, const double *gap,
-                    double gap_min, double certify, const double *Cs, const double *lps,
+                    double gap_min, double certify, const double *C64, const double *lps,
                     const int64_t *idx, int64_t *tokens, double *rho_end) {
     if (M < 1 || d < 1 || d > MAX_D || n < 0) return -1;
     int nc = 0;
@@ -727,7 +737,7 @@ int ard_flow_decide(int nthreads, int64_t *rows, int n, int d, int M, const doub
         memcpy(yc + (int64_t)c * d, y + r * d, sizeof(double) * d);
         c++;
     }
-    struct pruned_job pj = {M, d, ids, yc, rc, Cs, lps, win, margin};
+    struct pruned_job pj = {M, d, ids, yc, rc, C64, idx, lps, win, margin};
     const int status = team_run(nthreads, 0, nc, margin_range, &pj);
     if (status) { free(mem); return status; }
     int keep = 0;

@@ -121,7 +121,10 @@ class _Chunk:
         self.hist: list[Tensor] = []  # D at the last `order` nodes, newest first, (B, d)
         self.pruned = torch.zeros(B, dtype=torch.bool, device=dev)
         self.idx = torch.zeros(B, M, dtype=torch.long, device=dev)
-        self.Cs = torch.zeros(B, M, d, dtype=f64, device=dev)
+        # the pruned rows' codebook rows, gathered (PyTorch path); the compiled kernels read
+        # C64[idx] in place
+        self.Cs = (torch.zeros(B, M, d, dtype=f64, device=dev) if fm.packed is None
+                   else None)
         self.lps = torch.zeros(B, M, dtype=f64, device=dev)
         self.cand = torch.zeros(B, M, dtype=torch.long, device=dev)  # prune candidates
         self.cand_ok = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -140,7 +143,8 @@ class _Chunk:
         n, M = idx.shape
         self.idx[rows] = idx
         # index_select / take: the same elements as advanced indexing, several times faster
-        self.Cs[rows] = self.fm.C64.index_select(0, idx.view(-1)).view(n, M, -1)
+        if self.Cs is not None:
+            self.Cs[rows] = self.fm.C64.index_select(0, idx.view(-1)).view(n, M, -1)
         p = self.probs.take(rows.unsqueeze(1) * self.probs.shape[1] + idx)
         self.lps[rows] = log_probs(p.double()).masked_fill(pad, -math.inf)
         self.pruned[rows] = True
@@ -236,7 +240,8 @@ class _Chunk:
 
     def _evaluate_pruned(self, rows: Tensor, y: Tensor, rho: Tensor) -> Tensor:
         if self.fm.packed is not None:  # the compiled kernels: every row in one call
-            out, self.gap[rows] = native.pruned_denoiser(rows, y, rho, self.Cs, self.lps)
+            out, self.gap[rows] = native.pruned_denoiser(rows, y, rho, self.fm.C64, self.idx,
+                                                         self.lps)
             self.pruned_evals[_rows_index(rows)] += 1
             return out
         out = torch.empty_like(y)
@@ -273,7 +278,7 @@ class _Chunk:
             rho = self._rho_rows(self.n, ids)
             if fm.packed is not None:
                 k, margin = native.collapse_margin(ids, self.y.index_select(0, ids), rho,
-                                                   self.Cs, self.lps)
+                                                   fm.C64, self.idx, self.lps)
             else:
                 k, margin = K.collapse_margin(self.y.index_select(0, ids),
                                               self.Cs.index_select(0, ids),
@@ -445,7 +450,7 @@ class FlowMap:
         self.cfg = cfg = config or FlowSolverConfig()
         self.codebook = codebook
         V = codebook.shape[0]
-        self.C64 = codebook.double()
+        self.C64 = codebook.double().contiguous()
         Caug = torch.cat([self.C64, self.C64.pow(2).sum(-1, keepdim=True)], 1)
         self.CaugT = Caug.T.to(cfg.dtype).contiguous()  # (d + 1, V)
         self.M = min(cfg.prune_size, V)
