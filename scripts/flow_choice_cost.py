@@ -2,9 +2,11 @@
 inputs: each case samples one batch with `ardistill sample`'s code path, captures what the flow
 choice is asked (noise, softmax(logits / T), codebook), and solves it three ways, timed side by
 side (steady state, median of --repeats), with their token agreement: "exact" (`FlowMap` with
-`solver_config`, pair generation's), "pruned" (`FlowMap` with `choice_solver_config`, the
-choice before the dense solver) and "choice" (`core.choosers.choice_map`, what sampling runs:
-`flow.dense.DenseFlowMap` for codebooks up to `DENSE_MAX_VOCAB`).
+`solver_config`, pair generation's), "dense" (`flow.dense.DenseFlowMap` with
+`choice_solver_config`, sampling's choice for codebooks up to `DENSE_MAX_VOCAB` in sessions
+8-10, and still where the compiled kernel does not apply) and "choice"
+(`core.choosers.choice_map`, what sampling runs: the pruned `FlowMap` with
+`choice_solver_config`, its steps in C, since session 11).
 
     python scripts/flow_choice_cost.py [--batches 1,64] [--repeats 5] [--threads 1]
 """
@@ -62,15 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     print(machine_header("fp32"))
     print(f"{'teacher':<15} {'method':<22} {'batch':>5} {'rows':>6} {'exact ms':>9} "
-          f"{'pruned ms':>9} {'choice ms':>9} {'vs exact':>8} {'vs pruned':>9} "
-          f"{'same as exact':>13} {'same as pruned':>14}")
+          f"{'dense ms':>9} {'choice ms':>9} {'vs exact':>8} {'vs dense':>9} "
+          f"{'same as exact':>13} {'same as dense':>14}")
     for teacher_name, method in CASES:
         for b in (int(x) for x in args.batches.split(",")):
             calls = captured_inputs(teacher_name, method, b)
             rows = sum(n.shape[:-1].numel() for n, _, _ in calls)
             maps = {"exact": [FlowMap(cb, solver_config(None)) for _, _, cb in calls],
-                    "pruned": [FlowMap(cb, choice_solver_config(None, cb.shape[0]))
-                               for _, _, cb in calls],
+                    "dense": [DenseFlowMap(cb, choice_solver_config(None, cb.shape[0]))
+                              for _, _, cb in calls],
                     "choice": [choice_map(cb) for _, _, cb in calls]}
             ms, tokens = {}, {}
             for name, fms in maps.items():
@@ -79,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
                 tokens[name] = torch.cat([t.flatten() for t in run()])
                 ms[name] = steady_time(run, args.repeats).median * 1e3
             same = {k: float((tokens[k] == tokens["choice"]).double().mean())
-                    for k in ("exact", "pruned")}
+                    for k in ("exact", "dense")}
             label = (f"DD {method.steps}-step" if isinstance(method, DDMethod) else "DD2 1-step")
             label += f" T {method.temperature:g}"
             print(f"{teacher_name:<15} {label:<22} {b:>5} {rows:>6} {ms['exact']:>9.1f} "
-                  f"{ms['pruned']:>9.1f} {ms['choice']:>9.1f} "
-                  f"{ms['exact'] / ms['choice']:>7.1f}x {ms['pruned'] / ms['choice']:>8.1f}x "
-                  f"{same['exact']:>12.2%} {same['pruned']:>13.2%}", flush=True)
+                  f"{ms['dense']:>9.1f} {ms['choice']:>9.1f} "
+                  f"{ms['exact'] / ms['choice']:>7.1f}x {ms['dense'] / ms['choice']:>8.1f}x "
+                  f"{same['exact']:>12.2%} {same['dense']:>13.2%}", flush=True)
     return 0
 
 

@@ -82,12 +82,24 @@ def test_repeated_entries_hard_stop_and_shapes():
         fm(noise, probs[:, :-1])
 
 
-def test_the_choice_takes_the_dense_solver_for_small_codebooks_only():
-    small = torch.randn(DENSE_MAX_VOCAB, 4)
-    big = torch.randn(DENSE_MAX_VOCAB + 1, 4)
-    assert isinstance(choice_map(small), DenseFlowMap)
-    assert isinstance(choice_map(big), FlowMap)
+def test_the_choice_takes_the_compiled_loop_else_the_dense_solver_for_small_codebooks(
+        monkeypatch):
+    """With the compiled kernel the choice is the pruned `FlowMap` (its steps in C) at every
+    size; without it (CUDA, no compiler) the dense solver up to DENSE_MAX_VOCAB."""
+    from ardistill.flow import native
+
+    small = torch.randn(DENSE_MAX_VOCAB, 8)
+    big = torch.randn(DENSE_MAX_VOCAB + 8, 8)
+    assert native.available(), native._state.get("why")
+    fm = choice_map(small)
+    assert type(fm) is FlowMap and fm.packed is not None and fm.native_loop
     assert choice_map(small, 7).cfg.num_steps == 7
+    odd = torch.randn(DENSE_MAX_VOCAB - 1, 8)  # V not a multiple of 8: no compiled kernel
+    assert isinstance(choice_map(odd), DenseFlowMap)
+    monkeypatch.setenv("ARDISTILL_NATIVE", "0")
+    assert isinstance(choice_map(small), DenseFlowMap)
+    assert choice_map(small, 7).cfg.num_steps == 7
+    assert type(choice_map(big)) is FlowMap
 
 
 def test_certificate_equals_the_pruned_kernel_over_the_whole_codebook():

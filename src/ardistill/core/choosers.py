@@ -74,14 +74,17 @@ def build_noise_map(codebook: Tensor, flow_steps: int | None, *,
 
 
 def choice_map(codebook: Tensor, flow_steps: int | None = None) -> NoiseMap:
-    """The DD choice's flow map for a (V, d) float32 codebook: `choice_solver_config`, solved
-    over the whole codebook at every step (`flow.dense.DenseFlowMap`) when V <=
-    `DENSE_MAX_VOCAB`, with the pruned `FlowMap` above. Both return the same tokens up to
-    floating-point ties (docs/flow.md, "The dense choice solver")."""
+    """The DD choice's flow map for a (V, d) float32 codebook: `choice_solver_config` in the
+    pruned `FlowMap`, whose steps run in C where its compiled kernel applies (CPU, a C
+    compiler); elsewhere (CUDA, no compiler) codebooks up to `DENSE_MAX_VOCAB` are solved over
+    the whole codebook at every step (`flow.dense.DenseFlowMap`), fewer and larger PyTorch
+    operations. Both return the same tokens up to floating-point ties (docs/flow.md, "The
+    dense choice solver")."""
     cfg = choice_solver_config(flow_steps, codebook.shape[0])
-    if codebook.shape[0] <= DENSE_MAX_VOCAB:
+    fm = FlowMap(codebook, cfg)
+    if fm.packed is None and codebook.shape[0] <= DENSE_MAX_VOCAB:
         return DenseFlowMap(codebook, cfg)
-    return FlowMap(codebook, cfg)
+    return fm
 
 
 def dd_flow_choice(codebook: Tensor, flow_steps: int | None = None, temperature: float = 1.0
