@@ -1,11 +1,14 @@
-"""`ardistill bench flow --sweep`: the accuracy table, its reference cache, and the CLI checks."""
+"""`ardistill bench flow`: the accuracy table (`--sweep`), its reference cache, the CLI checks, and
+the speed path's output."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ardistill.bench.flow_accuracy import reference_tokens
 from ardistill.cli import main
+from ardistill.flow import native
 from ardistill.flow.reference import make_flow_problem, reference_solve
 
 
@@ -53,3 +56,29 @@ def test_sweep_checks_its_arguments(capsys):
     assert "--sweep must be comma-separated integers" in capsys.readouterr().err
     assert main(["bench", "flow", "--sweep", "0"]) == 2
     assert "--sweep needs positive step counts" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_speed_run_prints_machine_medians_and_the_teacher_ratio(capsys):
+    """The speed path (`--quick`, small teacher batch): the machine header, median and min per
+    call with the repeat count, every setting and kernel, and the ratio lines."""
+    rc = main(["bench", "flow", "--quick", "--agreement-rows", "0", "--teacher-batch", "2",
+               "--threads", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("CPU ") and "1 threads" in lines[0] and "dtype fp32" in lines[0]
+    assert "median and min of 1 calls" in out
+    rows = [ln.split() for ln in lines if ln.startswith(("llamagen ", "var "))]
+    kernels = ["native", "torch"] if native.available() else ["torch"]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (s, d, "256", k) for s in ("llamagen", "var") for d in ("flat", "peaked")
+        for k in kernels]
+    for r in rows:
+        assert float(r[4]) > 0 and 0 < float(r[6]) <= float(r[5])  # tokens/s; min <= median
+    step = next(ln for ln in lines if ln.startswith("teacher step: "))
+    assert "(median of 5, min " in step
+    ratios = [ln for ln in lines if ln.startswith("flow map, llamagen")]
+    assert len(ratios) == 2 * len(kernels)
+    assert all("% of the teacher step (medians; goal <= 10%; mins: " in ln for ln in ratios)
+    assert "agreement with the float64 reference" not in out

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ardistill.bench.flow_accuracy import print_accuracy_table, reference_tokens
+from ardistill.bench.timing import Timing, machine_header, steady_time
 from ardistill.errors import UserError
 from ardistill.flow import FlowMap, FlowSolverConfig, native
 from ardistill.flow.reference import LOGIT_STD, make_flow_problem
@@ -49,41 +50,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_map(fm: FlowMap, noise: torch.Tensor, probs: torch.Tensor, repeats: int) -> float:
-    """Best wall-clock seconds of one `fm.solve(noise, probs)` after a warm-up call."""
-    dev = noise.device
-    fm.solve(noise, probs)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(dev)
-        t0 = time.perf_counter()
-        fm.solve(noise, probs)
-        _sync(dev)
-        best = min(best, time.perf_counter() - t0)
-    return best
+def time_map(fm: FlowMap, noise: torch.Tensor, probs: torch.Tensor, repeats: int) -> Timing:
+    """Wall-clock seconds of one `fm.solve(noise, probs)`: warmed up until steady, then median
+    and min of `repeats` calls (`bench.timing.steady_time`)."""
+    return steady_time(lambda: fm.solve(noise, probs), repeats, noise.device)
 
 
 # no_grad, not inference_mode: weights created under inference_mode are inference tensors,
 # which the teachers' packed-weight cache (teachers/fast_linear.py, `w._version`) rejects.
 @torch.no_grad()
-def teacher_decode_step_seconds(batch: int, device: torch.device | str, dtype: torch.dtype,
-                                warmup: int = 2, steps: int = 4) -> float:
+def teacher_decode_step_times(batch: int, device: torch.device | str, dtype: torch.dtype,
+                              warmup: int = 2, steps: int = 5) -> Timing:
     """Seconds of one LlamaGen-B KV-cache decode step (next_probs + push) at `batch` images,
-    with the preset's DD sampling (CFG 2.0: 2 x batch rows), random weights. Mean over `steps`
-    steps after `warmup` steps. Raises ImportError/KeyError when the teacher is not available."""
+    with the preset's DD sampling (CFG 2.0: 2 x batch rows), random weights: median and min of
+    `steps` consecutive steps (each timed alone) after `warmup` steps (a session moves on with
+    every step, so the warm-up is a fixed count). Raises ImportError/KeyError when the teacher
+    is not available."""
     device = torch.device(device)
     teacher = load_teacher("llamagen-b", random_weights=True, device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(0)
     cond = teacher.sample_conditions(batch, gen).to(device)
     session = teacher.start(cond, teacher.default_sampling)
+    runs = []
     for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
+        _sync(device)
+        t0 = time.perf_counter()
         probs = session.next_probs()
         session.push(probs.argmax(-1))
-    _sync(device)
-    return (time.perf_counter() - t0) / steps
+        _sync(device)
+        if i >= warmup:
+            runs.append(time.perf_counter() - t0)
+    srt = sorted(runs)
+    median = (srt[(steps - 1) // 2] + srt[steps // 2]) / 2
+    return Timing(median, srt[0], steps, warmup, tuple(runs))
 
 
 def _config(args) -> FlowSolverConfig:
@@ -102,9 +101,11 @@ def _speed_table(args, device: torch.device, batches: list[int]) -> dict:
     cfg = _config(args)
     print(f"tokens mapped per second (num_steps={cfg.num_steps}, device={device}, "
           f"threads={torch.get_num_threads()}; kernel: the full-codebook evaluations, "
-          "native = the compiled one, the default where it was built)")
+          "native = the compiled one with the solver's steps in C, the default where it was "
+          f"built; ms per call: median and min of {args.repeats} calls after a warm-up until "
+          "two calls agree within 10%)")
     print(f"{'setting':9} {'dist':7} {'batch':>6} {'kernel':>7} {'tokens/s':>10} {'ms/call':>9} "
-          f"{'full evals':>10} {'pruned evals':>12}")
+          f"{'min ms':>9} {'full evals':>10} {'pruned evals':>12}")
     times = {}
     for name in SETTINGS:
         for dist, std in LOGIT_STD.items():
@@ -112,11 +113,12 @@ def _speed_table(args, device: torch.device, batches: list[int]) -> dict:
                 noise, probs, C = (t.to(device) for t in make_flow_problem(name, b, std, seed=1))
                 for kernel in _kernels(device):
                     fm = FlowMap(C, cfg, use_native=kernel == "native")
-                    sec = time_map(fm, noise, probs, args.repeats)
+                    t = time_map(fm, noise, probs, args.repeats)
                     r = fm.solve(noise, probs)
-                    times[(name, dist, b, kernel)] = sec
-                    print(f"{name:9} {dist:7} {b:6d} {kernel:>7} {b / sec:10.0f} "
-                          f"{1e3 * sec:9.1f} {r.full_evals.float().mean().item():10.2f} "
+                    times[(name, dist, b, kernel)] = t
+                    print(f"{name:9} {dist:7} {b:6d} {kernel:>7} {b / t.median:10.0f} "
+                          f"{1e3 * t.median:9.1f} {1e3 * t.min:9.1f} "
+                          f"{r.full_evals.float().mean().item():10.2f} "
                           f"{r.pruned_evals.float().mean().item():12.2f}", flush=True)
     return times
 
@@ -139,11 +141,11 @@ def _agreement(args, device: torch.device, n: int) -> None:
 def _teacher_ratio(args, device: torch.device, times: dict, batch: int) -> None:
     print(f"\nLlamaGen-B decode step (random weights, float32, CFG 2.0) at batch {batch}")
     try:
-        step = teacher_decode_step_seconds(batch, device, torch.float32)
+        step = teacher_decode_step_times(batch, device, torch.float32)
     except (ImportError, KeyError) as e:
         print(f"teacher not available: {e}")
         return
-    print(f"teacher step: {1e3 * step:.1f} ms")
+    print(f"teacher step: {step.text()} (steps 3-7 of a session)")
     cfg = _config(args)
     for dist, std in LOGIT_STD.items():
         for kernel in _kernels(device):
@@ -153,8 +155,9 @@ def _teacher_ratio(args, device: torch.device, times: dict, batch: int) -> None:
                                    for t in make_flow_problem("llamagen", batch, std, 1))
                 fm = FlowMap(C, cfg, use_native=kernel == "native")
                 sec = time_map(fm, noise, probs, args.repeats)
-            print(f"flow map, llamagen {dist:6} {kernel:>6}: {1e3 * sec:.1f} ms = "
-                  f"{100 * sec / step:.1f}% of the teacher step (goal <= 10%)")
+            print(f"flow map, llamagen {dist:6} {kernel:>6}: {1e3 * sec.median:.1f} ms = "
+                  f"{100 * sec.median / step.median:.1f}% of the teacher step (medians; goal "
+                  f"<= 10%; mins: {100 * sec.min / step.min:.1f}%)")
 
 
 def run(args: Options) -> int:
@@ -181,7 +184,8 @@ def run(args: Options) -> int:
             print_accuracy_table(steps, rows, args.seed, args.ref_cache, device)
         return 0
     if args.quick:
-        batches, args.repeats, rows, tbatch = [256], 1, 100, min(tbatch, 64)
+        batches, args.repeats, rows, tbatch = [256], 1, min(rows, 100), min(tbatch, 64)
+    print(machine_header("fp32", str(device)))
     with torch.inference_mode():
         times = _speed_table(args, device, batches)
         if rows > 0:

@@ -94,7 +94,8 @@ def _pairs_args(p: argparse.ArgumentParser) -> None:
 def _flow_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
     p.add_argument("--quick", action="store_true",
-                   help="batch 256 only, 1 timed run, 100 agreement rows, teacher batch 64")
+                   help="batch 256 only, 1 timed run, at most 100 agreement rows, teacher batch "
+                   "at most 64")
     p.add_argument("--batches", default="256,2048",
                    help="positions per map call (default 256,2048)")
     p.add_argument("--num-steps", type=int, default=None,
