@@ -33,4 +33,7 @@ def test_bench_train_cli(tmp_path, capsys):
     rec = json.loads(out.read_text())[0]
     assert rec["preset"] == "mnist-var" and rec["samples_per_s"] > 0
     assert 0 < rec["mfu"] < 1 and rec["train_gflops_per_sample"] > 0
-    assert "samples/s" in capsys.readouterr().out
+    assert rec["repeats"] == 1 and rec["min_s_per_step"] <= rec["s_per_step"]
+    text = capsys.readouterr().out
+    assert "samples/s" in text and "(median of 1, min " in text
+    assert text.startswith("CPU ") and "1 threads" in text.splitlines()[0]

@@ -14,6 +14,7 @@ def test_bench_pairs_quick(tmp_path, capsys):
                  str(out)]) == 0
     text = capsys.readouterr().out
     assert "no-such: no such preset" in text and "pairs per CPU-second" in text
+    assert text.startswith("CPU ") and "dtype fp32" in text.splitlines()[0]  # the machine
     (r,) = json.loads(out.read_text())
     assert r["preset"] == "mnist-var" and r["num"] == 2
     assert r["flow_calls"] == 6 and r["flow_rows"] == 2 * 130  # 6 scales, 130 tokens

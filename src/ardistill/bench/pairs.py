@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ardistill.bench.timing import machine_header
 from ardistill.core.choosers import NoiseMap, build_noise_map
 from ardistill.pairs.config import PairsSettings
 from ardistill.pairs.generate import PairsJob, intra_op_threads
@@ -143,7 +144,8 @@ def _bench_preset(name: str, args: argparse.Namespace) -> list[dict]:
 
 def run(args: Options) -> int:
     known = all_presets()
-    print(f"torch {torch.__version__}", flush=True)
+    print(machine_header(dtypes.name_of(dtypes.resolve(args.dtype, args.device)), args.device),
+          flush=True)
     results = []
     for name in [p.strip() for p in args.presets.split(",") if p.strip()]:
         if name not in known:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ardistill.bench.timing import machine_header
 from ardistill.core.pairs_dataset import PairsBatch, training_inputs
 from ardistill.errors import UserError
 from ardistill.student.registry import build_student
@@ -119,11 +120,14 @@ def bench_one(preset: str, dtype: str, args, device: torch.device) -> dict:
         if i >= args.warmup:
             runs.append(time.perf_counter() - t0)
     sec = statistics.median(runs)
+    fastest = min(runs)
     flops = train_flops_per_sample(student, _seq_len(student, teacher))
     peak = _peak(args, device, dtype)
     rec = {"preset": preset, "dtype": dtype, "device": str(device), "batch": b,
            "params": sum(p.numel() for p in student.parameters()),
-           "s_per_step": sec, "samples_per_s": b / sec, "train_gflops_per_sample": flops / 1e9,
+           "s_per_step": sec, "min_s_per_step": fastest, "repeats": len(runs),
+           "warmup": args.warmup,
+           "samples_per_s": b / sec, "train_gflops_per_sample": flops / 1e9,
            "achieved_tflops": flops * b / sec / 1e12}
     if peak:
         rec["peak_tflops"], rec["mfu"] = peak, rec["achieved_tflops"] / peak
@@ -140,6 +144,7 @@ def run(args: Options) -> int:
     if not dtypes or any(x not in ("fp32", "bf16") for x in dtypes):
         raise UserError(f"--dtype takes fp32 and/or bf16, got {args.dtype!r}")
     results = []
+    print(machine_header(",".join(dtypes), str(device)), flush=True)
     try:
         for preset in [s.strip() for s in args.presets.split(",") if s.strip()]:
             for dt in dtypes:
@@ -147,7 +152,9 @@ def run(args: Options) -> int:
                 results.append(rec)
                 mfu = f", MFU {100 * rec['mfu']:.1f}%" if "mfu" in rec else ""
                 print(f"train {preset:16s} {dt:5s} {device}: batch {rec['batch']}, "
-                      f"{rec['s_per_step']:.3f} s/step, {rec['samples_per_s']:.3g} samples/s, "
+                      f"{rec['s_per_step']:.3f} s/step (median of {rec['repeats']}, min "
+                      f"{rec['min_s_per_step']:.3f}; {rec['warmup']} warm-up), "
+                      f"{rec['samples_per_s']:.3g} samples/s, "
                       f"{rec['train_gflops_per_sample']:.1f} GFLOP/sample, "
                       f"{rec['achieved_tflops']:.3f} TFLOP/s{mfu}", flush=True)
     except (KeyError, ValueError) as e:
