@@ -8,7 +8,9 @@ softmax: one pass gives the denoiser, the largest weight and a lower bound on th
 count; for the rows that may prune, a second pass over the logits finds the entries above the
 pruning threshold (`posterior_prune`). Once pruned, a row's steps and its collapse certificate
 run here too, in float64 (`pruned_denoiser`, `collapse_margin`; docs/flow.md, "The compiled
-posterior kernel").
+posterior kernel"), and so does the solver's loop itself (`flow_step`, `flow_decide`: one call
+per step, the same floats as `solver._Chunk`'s Python loop). Every kernel splits its rows over
+torch's OpenMP threads (`threads_for`); a row's floats do not depend on the thread count.
 
 It is built on first use with the machine's C compiler (`$CC`, else `cc`; `-O3 -march=native`)
 into `utils.native.cache_dir()`, one file per source, flags and CPU (a home directory shared

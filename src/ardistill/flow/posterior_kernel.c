@@ -11,12 +11,16 @@
    only for the rows the solver's pruning reads, in a second pass over just those rows.
 
    Rows never interact and every row runs the same instruction sequence whatever the block: a
-   row's floats do not depend on the rows around it. Entries more than 87.3 nats below the
-   row's running maximum (and every zero-probability entry, E = -inf) get weight 0 exactly.
+   row's floats do not depend on the rows around it, nor on the thread count (the entry points
+   split their rows over torch's OpenMP team, native_team.h). Entries more than 87.3 nats below
+   the row's running maximum (and every zero-probability entry, E = -inf) get weight 0 exactly.
+   Below: the pruning pass, the float64 pruned steps and certificate, and the solver's step
+   loop (ard_flow_step / ard_flow_decide).
 
-   Built by ardistill.flow.native with the machine's compiler (-O3 -march=native, reassociation
-   allowed, no finite-math assumption: -inf is data here). exp is a polynomial, so it
-   vectorises without libmvec and without its slow path for -inf arguments. */
+   Built by ardistill.flow.native with the machine's compiler (-O3 -march=native, FMA
+   contraction but no reassociation, no finite-math assumption: -inf is data here). exp is a
+   polynomial, so it vectorises without libmvec and without its slow path for -inf
+   arguments. */
 
 #include <math.h>
 #include <stdint.h>

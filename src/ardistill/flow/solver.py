@@ -14,6 +14,9 @@ choice measured, docs/flow.md):
 3. Decision. A pruned row stops as soon as its posterior has provably collapsed
    (`kernels.collapse_margin` >= `certify_margin` nats): the analytic final step.
 
+With the compiled kernel (`flow.native`) each step and decision runs in C (`native_loop`),
+with the same floats as the Python loop here.
+
 Determinism: rows never interact and every kernel runs on blocks of exactly `block_rows` rows
 (the compiled kernel of `flow.native`, the default on CPUs with a C compiler, on any number
 of rows: it is row-invariant by construction), so a row's result does not depend on the batch
