@@ -9,7 +9,7 @@ loop, so that every evaluation goes through that wrapper), builds each source wi
 of `utils.native`, and replays the recorded calls through each build in turn (alternating, so
 that the VM's drifts hit every build alike; best of `repeats`). Prints ms per solve's worth of
 calls, ns per codebook entry, and whether each build's outputs (D, mz, lb) equal the first
-build's bit for bit. One thread (the kernel is single-threaded per call).
+build's bit for bit. One thread (torch's and the kernel's: each call gets nthreads 1).
 """
 
 from __future__ import annotations
