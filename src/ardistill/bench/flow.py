@@ -12,6 +12,7 @@ VAR-like: V = 4096, d = 32, top-k 900; flat and peaked distributions). Printed, 
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -80,9 +81,7 @@ def teacher_decode_step_times(batch: int, device: torch.device | str, dtype: tor
         _sync(device)
         if i >= warmup:
             runs.append(time.perf_counter() - t0)
-    srt = sorted(runs)
-    median = (srt[(steps - 1) // 2] + srt[steps // 2]) / 2
-    return Timing(median, srt[0], steps, warmup, tuple(runs))
+    return Timing(statistics.median(runs), min(runs), steps, warmup, tuple(runs))
 
 
 def _config(args) -> FlowSolverConfig:
@@ -145,7 +144,8 @@ def _teacher_ratio(args, device: torch.device, times: dict, batch: int) -> None:
     except (ImportError, KeyError) as e:
         print(f"teacher not available: {e}")
         return
-    print(f"teacher step: {step.text()} (steps 3-7 of a session)")
+    print(f"teacher step: {step.text()} (steps {step.warmup + 1}-{step.warmup + step.repeats} "
+          "of a session)")
     cfg = _config(args)
     for dist, std in LOGIT_STD.items():
         for kernel in _kernels(device):

@@ -27,8 +27,10 @@ padded), so a row's floats do not depend on the batch around it (one `mm` over a
 measured with float64 MKL from 4 rows on). Everything else is elementwise or reduces over a
 row's own entries.
 
-Used by the DD token choice (`core.choosers.dd_flow_choice`) for small codebooks. Pair
-generation keeps `FlowMap` (datasets record its exact configuration).
+Used by the DD token choice (`core.choosers.choice_map`) for small codebooks where
+`FlowMap`'s compiled step loop does not apply (CUDA, no C compiler): with it, `FlowMap` is
+faster at every batch since session 11 (docs/flow.md). Pair generation keeps `FlowMap`
+(datasets record its exact configuration).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from ardistill.flow.posterior import check_codebook, log_probs
 from ardistill.flow.solver import FlowResult, FlowSolverConfig, solve_in_chunks
 from ardistill.flow.steps import Grid, TimeVariable
 
-# Codebooks up to this size take the dense solver in the DD choice: there the full posterior
-# costs about as much as a pruned row's bookkeeping (docs/flow.md).
+# Codebooks up to this size take the dense solver in the DD choice where FlowMap's compiled
+# step loop does not apply: there the full posterior costs about as much as a pruned row's
+# bookkeeping in PyTorch (docs/flow.md).
 DENSE_MAX_VOCAB = 1024
 # Rows per GEMM block (fixed: a row's result must not depend on the batch).
 BLOCK_ROWS = 32
